@@ -1,0 +1,14 @@
+//! One module per subcommand.
+
+mod supported_models;
+mod train;
+
+use crate::args::Command;
+use std::process::ExitCode;
+
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::SupportedModels(args) => supported_models::run(&args),
+        Command::Train(args) => train::run(&args),
+    }
+}
