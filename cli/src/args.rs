@@ -37,6 +37,27 @@ pub enum Command {
 
     /// Fine-tune a model on a dataset.
     Train(Box<TrainArgs>),
+
+    /// Check a model family against Hugging Face transformers on fixture directories.
+    Parity(ParityArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "A fixture directory holds config.json and model.safetensors as save_pretrained \
+    writes them, inputs.safetensors (input_ids, attention_mask, labels and the family's vision \
+    tensors), expected.safetensors (logits, loss) and optionally adapter/ (a PEFT LoRA adapter) \
+    with expected_lora.safetensors (logits, loss, grad.<peft parameter name>). Logits are \
+    compared where attention_mask is 1."
+)]
+pub struct ParityArgs {
+    /// Fixture directories to check.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+
+    /// Device to run on: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
 }
 
 #[derive(Debug, Args)]

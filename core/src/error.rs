@@ -71,6 +71,14 @@ pub enum Error {
         second: String,
     },
 
+    /// Tensors of a batch that do not fit together.
+    #[error("invalid batch: {0}")]
+    Batch(String),
+
+    /// Something this build or this family cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+
     /// A training strategy that cannot work (e.g. QLoRA on a vision tower).
     #[error("invalid training strategy: {0}")]
     Strategy(String),

@@ -131,6 +131,9 @@ pub struct FamilyDescriptor {
     pub status: Status,
     /// The crate that registered the family (`env!("CARGO_PKG_NAME")`).
     pub crate_name: &'static str,
+    /// The model code; `None` while the family is planned.
+    #[serde(skip)]
+    pub runtime: Option<&'static dyn crate::runtime::DynFamily>,
 }
 
 impl FamilyDescriptor {

@@ -14,10 +14,18 @@ pub mod collator;
 pub mod data;
 pub mod error;
 pub mod family;
+pub mod fs;
+pub mod llm;
 pub mod loader;
 pub mod model_dir;
+pub mod nn;
+pub mod parity;
 pub mod registry;
+pub mod runtime;
 pub mod strategy;
+pub mod tensor_file;
+pub mod vision;
+pub mod weights;
 
 pub use burn;
 pub use error::{Error, Result};

@@ -68,6 +68,12 @@ impl Registry {
         let mut model_ids: HashMap<&str, &str> = HashMap::new();
         for f in &families {
             let d = f.descriptor;
+            if d.status.is_implemented() && d.runtime.is_none() {
+                return Err(Error::Unsupported(format!(
+                    "family `{}` (crate `{}`) says it is implemented but has no runtime",
+                    d.id, d.crate_name
+                )));
+            }
             if let Some(prev) = family_ids.insert(d.id, d.crate_name) {
                 return Err(Error::DuplicateFamilyId {
                     id: d.id.to_string(),
@@ -185,8 +191,9 @@ mod tests {
         ],
         modalities: &[Modality::Image],
         strategies: &[StrategyKind::Lora],
-        status: Status::Implemented,
+        status: Status::Planned { note: "test" },
         crate_name: "test",
+        runtime: None,
     };
     static B: FamilyDescriptor = FamilyDescriptor {
         id: "fam_b",
@@ -198,6 +205,7 @@ mod tests {
         strategies: &[StrategyKind::Lora],
         status: Status::Planned { note: "later" },
         crate_name: "test",
+        runtime: None,
     };
 
     fn reg(list: &[&'static FamilyDescriptor]) -> Result<Registry> {

@@ -17,5 +17,6 @@ pub static INTERNLM2: FamilyDescriptor = FamilyDescriptor {
         note: "model code and HF parity not landed yet",
     },
     crate_name: env!("CARGO_PKG_NAME"),
+    runtime: None,
 };
 lmms_core::register_family!(INTERNLM2);

@@ -2,13 +2,18 @@
 //! LLaVA-NeXT / 1.6 (`LlavaNextForConditionalGeneration`), LLaVA-NeXT-Video and LLaVA-OneVision.
 //! Mirrors transformers' `models/llava*/modeling_llava*.py`.
 
+pub mod config;
+pub mod family;
+pub mod model;
+
+pub use family::LlavaFamily;
+
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
 const STRATEGIES: &[S] = &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora];
 const PLANNED: Status = Status::Planned {
     note: "model code and HF parity not landed yet",
 };
-
 pub static LLAVA: FamilyDescriptor = FamilyDescriptor {
     id: "llava",
     name: "LLaVA-1.5 / LLaVA-Interleave",
@@ -32,6 +37,7 @@ pub static LLAVA: FamilyDescriptor = FamilyDescriptor {
     strategies: STRATEGIES,
     status: PLANNED,
     crate_name: env!("CARGO_PKG_NAME"),
+    runtime: Some(&LlavaFamily),
 };
 lmms_core::register_family!(LLAVA);
 
@@ -48,6 +54,7 @@ pub static LLAVA_NEXT: FamilyDescriptor = FamilyDescriptor {
     strategies: STRATEGIES,
     status: PLANNED,
     crate_name: env!("CARGO_PKG_NAME"),
+    runtime: None,
 };
 lmms_core::register_family!(LLAVA_NEXT);
 
@@ -68,6 +75,7 @@ pub static LLAVA_NEXT_VIDEO: FamilyDescriptor = FamilyDescriptor {
     strategies: STRATEGIES,
     status: PLANNED,
     crate_name: env!("CARGO_PKG_NAME"),
+    runtime: None,
 };
 lmms_core::register_family!(LLAVA_NEXT_VIDEO);
 
@@ -94,5 +102,6 @@ pub static LLAVA_ONEVISION: FamilyDescriptor = FamilyDescriptor {
     strategies: STRATEGIES,
     status: PLANNED,
     crate_name: env!("CARGO_PKG_NAME"),
+    runtime: None,
 };
 lmms_core::register_family!(LLAVA_ONEVISION);

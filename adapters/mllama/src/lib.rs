@@ -23,5 +23,6 @@ pub static MLLAMA: FamilyDescriptor = FamilyDescriptor {
         note: "model code and HF parity not landed yet",
     },
     crate_name: env!("CARGO_PKG_NAME"),
+    runtime: None,
 };
 lmms_core::register_family!(MLLAMA);

@@ -25,6 +25,7 @@ pub static QWEN2_VL: FamilyDescriptor = FamilyDescriptor {
     strategies: STRATEGIES,
     status: PLANNED,
     crate_name: env!("CARGO_PKG_NAME"),
+    runtime: None,
 };
 lmms_core::register_family!(QWEN2_VL);
 
@@ -42,5 +43,6 @@ pub static QWEN2_5_VL: FamilyDescriptor = FamilyDescriptor {
     strategies: STRATEGIES,
     status: PLANNED,
     crate_name: env!("CARGO_PKG_NAME"),
+    runtime: None,
 };
 lmms_core::register_family!(QWEN2_5_VL);

@@ -14,5 +14,6 @@ pub static QWEN_VL: FamilyDescriptor = FamilyDescriptor {
         note: "model code and HF parity not landed yet",
     },
     crate_name: env!("CARGO_PKG_NAME"),
+    runtime: None,
 };
 lmms_core::register_family!(QWEN_VL);

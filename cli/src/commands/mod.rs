@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod parity;
 mod supported_models;
 mod train;
 
@@ -10,5 +11,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::SupportedModels(args) => supported_models::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::Parity(args) => parity::run(&args),
     }
 }

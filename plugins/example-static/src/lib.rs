@@ -23,5 +23,6 @@ pub static EXAMPLE_STATIC: FamilyDescriptor = FamilyDescriptor {
         note: "example plugin: model code not landed yet",
     },
     crate_name: env!("CARGO_PKG_NAME"),
+    runtime: None,
 };
 lmms_core::register_family!(EXAMPLE_STATIC);

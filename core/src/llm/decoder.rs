@@ -1,0 +1,175 @@
+//! Llama-style decoder (`modeling_llama.py`, `modeling_mistral.py`, `modeling_qwen2.py`):
+//! pre-norm layers of GQA self-attention with RoPE and a SwiGLU MLP, a final RMSNorm, and the LM
+//! head (or the tied embedding). Module paths are the HF ones under the LLM's prefix:
+//! `model.embed_tokens`, `model.layers.N.{self_attn,mlp,input_layernorm,post_attention_layernorm}`,
+//! `model.norm`, `lm_head`.
+
+use crate::error::Result;
+use crate::llm::config::TextConfig;
+use crate::nn::{
+    Attention, AttentionConfig, AttentionMask, Embedding, GatedMlp, Linear, PartPlan, RmsNorm,
+    RotaryEmbedding,
+};
+use crate::weights::Vars;
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub self_attn: Attention<B>,
+    pub mlp: GatedMlp<B>,
+    pub input_layernorm: RmsNorm<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    pub fn load(
+        vars: &Vars<'_>,
+        c: &TextConfig,
+        plan: &PartPlan<'_>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let attn = AttentionConfig {
+            hidden: c.hidden_size,
+            num_heads: c.num_attention_heads,
+            num_kv_heads: c.num_kv_heads(),
+            head_dim: c.head_dim(),
+            qkv_bias: c.qkv_bias(),
+            o_bias: c.o_bias(),
+            o_name: "o_proj",
+            scale: None,
+        };
+        let eps = c.rms_norm_eps;
+        Ok(DecoderLayer {
+            self_attn: Attention::load(&vars.pp("self_attn"), &attn, plan, device)?,
+            mlp: GatedMlp::load(
+                &vars.pp("mlp"),
+                c.hidden_size,
+                c.intermediate_size,
+                c.mlp_bias,
+                c.hidden_act,
+                plan,
+                device,
+            )?,
+            input_layernorm: RmsNorm::load(
+                &vars.pp("input_layernorm"),
+                c.hidden_size,
+                eps,
+                plan.trainable,
+                device,
+            )?,
+            post_attention_layernorm: RmsNorm::load(
+                &vars.pp("post_attention_layernorm"),
+                c.hidden_size,
+                eps,
+                plan.trainable,
+                device,
+            )?,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: (&Tensor<B, 3>, &Tensor<B, 3>),
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), Some(rope), mask);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct CausalLm<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when the head is tied to the embedding.
+    pub lm_head: Option<Linear<B>>,
+    #[module(skip)]
+    pub rope: RotaryEmbedding,
+    #[module(skip)]
+    pub window: Option<usize>,
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// Loads `<vars>.model.*` and `<vars>.lm_head` (absent when embeddings are tied).
+    pub fn load(
+        vars: &Vars<'_>,
+        c: &TextConfig,
+        plan: &PartPlan<'_>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let m = vars.pp("model");
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), c, plan, device))
+            .collect::<Result<Vec<_>>>()?;
+        // Some tied checkpoints still store lm_head.weight; only the embedding is used then.
+        let lm_head = if c.tie_word_embeddings {
+            if vars.contains("lm_head.weight") {
+                vars.tensor::<B, 2>("lm_head.weight", [c.vocab_size, c.hidden_size], device)?;
+            }
+            None
+        } else {
+            Some(Linear::load(
+                &vars.pp("lm_head"),
+                c.hidden_size,
+                c.vocab_size,
+                false,
+                plan,
+                device,
+            )?)
+        };
+        Ok(CausalLm {
+            embed_tokens: Embedding::load(
+                &m.pp("embed_tokens"),
+                c.vocab_size,
+                c.hidden_size,
+                plan.trainable,
+                device,
+            )?,
+            layers,
+            norm: RmsNorm::load(
+                &m.pp("norm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+                plan.trainable,
+                device,
+            )?,
+            lm_head,
+            rope: RotaryEmbedding::new(c.rope().clone()),
+            window: c.window(),
+        })
+    }
+
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.embed_tokens.forward(ids)
+    }
+
+    /// Logits `[B, T, V]` for input embeddings `[B, T, hidden]`. `positions` and
+    /// `attention_mask` are row-major `[B, T]` host data.
+    pub fn forward_embeds(
+        &self,
+        embeds: Tensor<B, 3>,
+        positions: &[i64],
+        attention_mask: Option<&[i64]>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = embeds.dims();
+        let device = embeds.device();
+        let (cos, sin) = self.rope.cos_sin::<B>(positions, b, t, &device);
+        let mask = AttentionMask::causal(attention_mask, self.window, b, t, &device);
+        let mut h = embeds;
+        for layer in &self.layers {
+            h = layer.forward(h, (&cos, &sin), &mask);
+        }
+        let h = self.norm.forward(h);
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
+        }
+    }
+}

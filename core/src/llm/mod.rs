@@ -1,0 +1,9 @@
+//! The Llama-style decoder LLMs that most families use as their language model (Llama/Vicuna,
+//! Mistral, Qwen2): config, decoder layers, and the causal LM head.
+
+pub mod config;
+pub mod decoder;
+pub mod loss;
+
+pub use config::TextConfig;
+pub use decoder::{CausalLm, DecoderLayer};

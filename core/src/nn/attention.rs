@@ -1,0 +1,172 @@
+//! Multi-head attention with grouped-query heads, optional rotary embeddings and an additive
+//! mask, as in transformers' Llama/Qwen2/Mistral (`q_proj`/`k_proj`/`v_proj`/`o_proj`) and
+//! CLIP/SigLIP (`out_proj`) attention. The score/softmax/value product is burn's fused
+//! `module::attention`.
+
+use crate::error::Result;
+use crate::nn::linear::Linear;
+use crate::nn::plan::PartPlan;
+use crate::nn::rope::apply_rotary;
+use crate::weights::Vars;
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Tensor, TensorData};
+
+/// A large negative number added to masked scores; finite (unlike -inf) so a fully masked row
+/// (a padding query) gives a harmless uniform distribution instead of NaN.
+const MASKED: f32 = -1e30;
+
+#[derive(Debug, Clone)]
+pub struct AttentionConfig {
+    pub hidden: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    /// Name of the output projection in the checkpoint (`o_proj`, or CLIP's `out_proj`).
+    pub o_name: &'static str,
+    /// Scale of the scores (defaults to `1/sqrt(head_dim)`).
+    pub scale: Option<f64>,
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub num_kv_heads: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+    #[module(skip)]
+    pub scale: Option<f64>,
+}
+
+/// Additive attention bias `[B, 1, Tq, Tk]` (0 = attend, very negative = masked).
+#[derive(Debug, Clone)]
+pub struct AttentionMask<B: Backend> {
+    pub bias: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> AttentionMask<B> {
+    pub fn none() -> Self {
+        AttentionMask { bias: None }
+    }
+
+    /// Causal mask combined with key padding: `attention_mask` is row-major `[B, T]` with 1 for
+    /// real tokens and 0 for padding (HF's convention). With a sliding `window`, a query sees
+    /// only the last `window` keys (itself included), as Mistral does.
+    pub fn causal(
+        attention_mask: Option<&[i64]>,
+        window: Option<usize>,
+        batch: usize,
+        seq: usize,
+        device: &B::Device,
+    ) -> Self {
+        let mut bias = vec![0f32; batch * seq * seq];
+        for b in 0..batch {
+            for q in 0..seq {
+                for k in 0..seq {
+                    let padded = attention_mask.is_some_and(|m| m[b * seq + k] == 0);
+                    let outside = window.is_some_and(|w| q >= k + w);
+                    if k > q || padded || outside {
+                        bias[(b * seq + q) * seq + k] = MASKED;
+                    }
+                }
+            }
+        }
+        AttentionMask {
+            bias: Some(Tensor::from_data(
+                TensorData::new(bias, [batch, 1, seq, seq]),
+                device,
+            )),
+        }
+    }
+
+    /// Key padding only (bidirectional attention).
+    pub fn padding(attention_mask: &[i64], batch: usize, seq: usize, device: &B::Device) -> Self {
+        let mut bias = vec![0f32; batch * seq];
+        for (i, m) in attention_mask.iter().enumerate() {
+            if *m == 0 {
+                bias[i] = MASKED;
+            }
+        }
+        let bias = Tensor::<B, 2>::from_data(TensorData::new(bias, [batch, seq]), device)
+            .reshape([batch, 1, 1, seq])
+            .expand([batch, 1, seq, seq]);
+        AttentionMask { bias: Some(bias) }
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn load(
+        vars: &Vars<'_>,
+        c: &AttentionConfig,
+        plan: &PartPlan<'_>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let q = c.num_heads * c.head_dim;
+        let kv = c.num_kv_heads * c.head_dim;
+        Ok(Attention {
+            q_proj: Linear::load(&vars.pp("q_proj"), c.hidden, q, c.qkv_bias, plan, device)?,
+            k_proj: Linear::load(&vars.pp("k_proj"), c.hidden, kv, c.qkv_bias, plan, device)?,
+            v_proj: Linear::load(&vars.pp("v_proj"), c.hidden, kv, c.qkv_bias, plan, device)?,
+            o_proj: Linear::load(&vars.pp(c.o_name), q, c.hidden, c.o_bias, plan, device)?,
+            num_heads: c.num_heads,
+            num_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            scale: c.scale,
+        })
+    }
+
+    /// `x: [B, T, hidden]`; `rope`: cos/sin `[B, T, head_dim]` to rotate q and k with.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: Option<(&Tensor<B, 3>, &Tensor<B, 3>)>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
+        let mut q = heads(self.q_proj.forward(x.clone()), self.num_heads);
+        let mut k = heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
+        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        if let Some((cos, sin)) = rope {
+            q = apply_rotary(q, cos, sin);
+            k = apply_rotary(k, cos, sin);
+        }
+        let k = repeat_kv(k, self.num_heads / self.num_kv_heads);
+        let v = repeat_kv(v, self.num_heads / self.num_kv_heads);
+        let bias = mask
+            .bias
+            .clone()
+            .map(|m| m.expand([b, self.num_heads, t, t]));
+        let options = AttentionModuleOptions {
+            scale: self.scale,
+            softcap: None,
+            is_causal: false,
+        };
+        let y = attention(q, k, v, None, bias, options);
+        let y = y
+            .swap_dims(1, 2)
+            .reshape([b, t, self.num_heads * self.head_dim]);
+        self.o_proj.forward(y)
+    }
+}
+
+/// `[B, KV, T, D]` -> `[B, KV * n, T, D]`, each kv head repeated for its `n` query heads.
+pub fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
+    if n == 1 {
+        return x;
+    }
+    let [b, kv, t, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, n, t, d])
+        .reshape([b, kv * n, t, d])
+}

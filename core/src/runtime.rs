@@ -1,0 +1,217 @@
+//! How a family's model code plugs into the generic machinery (parity, training, evaluation):
+//! a family implements [`FamilyModel`] with its own typed inputs and burn module; the blanket
+//! [`DynFamily`] impl turns that into an object-safe handle, monomorphised per backend, that a
+//! [`FamilyDescriptor`](crate::FamilyDescriptor) carries in its `runtime` field.
+
+use crate::backend::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::loader::{DType, LoadOptions, ModelLoader};
+use crate::model_dir::ModelDir;
+use crate::nn::plan::{AdapterWeights, LoraRegistry, PartPlan};
+use crate::strategy::Part;
+use crate::tensor_file::{HostTensor, TensorFile};
+use crate::weights::{KeyRules, WeightStore};
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use std::path::Path;
+
+/// The loading plan of every part, and where LoRA layers register themselves.
+pub struct Plans<'a> {
+    pub vision_tower: PartPlan<'a>,
+    pub projector: PartPlan<'a>,
+    pub llm: PartPlan<'a>,
+}
+
+impl<'a> Plans<'a> {
+    pub fn part(&self, part: Part) -> &PartPlan<'a> {
+        match part {
+            Part::VisionTower => &self.vision_tower,
+            Part::Projector => &self.projector,
+            Part::Llm => &self.llm,
+        }
+    }
+}
+
+/// The token-level tensors every batch has (row-major host data).
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub input_ids: HostTensor<i64>,
+    /// 1 = real token, 0 = padding.
+    pub attention_mask: Option<HostTensor<i64>>,
+    /// -100 = not trained.
+    pub labels: Option<HostTensor<i64>>,
+}
+
+impl Tokens {
+    /// Reads `input_ids`, `attention_mask` and `labels` from a fixture's `inputs.safetensors`.
+    pub fn from_file(file: &TensorFile) -> Result<Self> {
+        let input_ids = file.i64("input_ids")?;
+        let opt = |name: &str| -> Result<Option<HostTensor<i64>>> {
+            if file.contains(name) {
+                let t = file.i64(name)?;
+                if t.shape != input_ids.shape {
+                    return Err(Error::tensor(
+                        file.path(),
+                        name,
+                        format!(
+                            "has shape {:?} but input_ids has {:?}",
+                            t.shape, input_ids.shape
+                        ),
+                    ));
+                }
+                Ok(Some(t))
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(Tokens {
+            attention_mask: opt("attention_mask")?,
+            labels: opt("labels")?,
+            input_ids,
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.input_ids.shape[0]
+    }
+
+    pub fn seq(&self) -> usize {
+        self.input_ids.shape[1]
+    }
+
+    /// Positions 0..T-1 on every row: what HF uses when no `position_ids` are given.
+    pub fn default_positions(&self) -> Vec<i64> {
+        let t = self.seq() as i64;
+        (0..self.batch()).flat_map(|_| 0..t).collect()
+    }
+}
+
+/// A family's model code.
+pub trait FamilyModel: Send + Sync + std::fmt::Debug + 'static {
+    /// Host-side inputs of one batch (token ids plus the family's vision tensors).
+    type Inputs: Send;
+    type Model<B: Backend>: Module<B>;
+
+    /// Maps checkpoint names of every layout the family meets onto the one its modules use.
+    fn key_rules(&self) -> KeyRules;
+
+    /// Builds the model from `store` (already opened with [`Self::key_rules`]).
+    fn build<B: Backend>(
+        &self,
+        dir: &ModelDir,
+        store: &WeightStore,
+        plans: &Plans<'_>,
+        device: &B::Device,
+    ) -> Result<Self::Model<B>>;
+
+    /// Reads a batch stored under HF's forward-argument names (the fixture format).
+    fn read_inputs(&self, file: &TensorFile) -> Result<Self::Inputs>;
+
+    fn tokens<'a>(&self, inputs: &'a Self::Inputs) -> &'a Tokens;
+
+    /// Logits `[B, T, V]`.
+    fn forward<B: Backend>(
+        &self,
+        model: &Self::Model<B>,
+        inputs: &Self::Inputs,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 3>>;
+}
+
+/// Opens the weights of `dir` and builds `F`'s model with the given plans, strictly.
+pub fn build_model<B: Backend, F: FamilyModel>(
+    family: &F,
+    dir: &ModelDir,
+    dtype: DType,
+    plans: &Plans<'_>,
+    device: &B::Device,
+) -> Result<F::Model<B>> {
+    let store = WeightStore::open(&dir.weights()?, &family.key_rules(), dtype)?;
+    let model = family.build(dir, &store, plans, device)?;
+    store.finish()?;
+    for plan in [&plans.vision_tower, &plans.projector, &plans.llm] {
+        if let Some(adapter) = plan.adapter {
+            adapter.finish()?;
+        }
+    }
+    Ok(model)
+}
+
+/// The issue-2 [`ModelLoader`] contract, for every family: strategy per part, optional adapter.
+impl<F: FamilyModel> ModelLoader for F {
+    type Model<B: Backend> = F::Model<B>;
+
+    fn load<B: Backend>(
+        &self,
+        dir: &ModelDir,
+        device: &B::Device,
+        options: &LoadOptions<'_>,
+    ) -> Result<Self::Model<B>> {
+        options.strategy.validate()?;
+        let registry = LoraRegistry::default();
+        let adapter = match options.adapter {
+            Some(path) => Some(AdapterWeights::open(path, &self.key_rules())?),
+            None => None,
+        };
+        let plan = |part: Part| match &adapter {
+            Some(a) => PartPlan::from_adapter(a, &registry),
+            None => PartPlan::from_strategy(options.strategy.part(part), &registry),
+        };
+        let plans = Plans {
+            vision_tower: plan(Part::VisionTower),
+            projector: plan(Part::Projector),
+            llm: plan(Part::Llm),
+        };
+        build_model(self, dir, options.dtype, &plans, device)
+    }
+}
+
+/// What `lmms parity` measured on one fixture directory.
+#[derive(Debug, Clone)]
+pub struct ParityReport {
+    pub checks: Vec<ParityCheck>,
+    pub forward_seconds: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ParityCheck {
+    /// `logits`, `loss`, `lora.logits`, `lora.loss`, `lora.grad.<peft name>`.
+    pub name: String,
+    pub max_abs_err: f64,
+    /// `max |a - b| / max |b|` over the compared elements.
+    pub max_rel_err: f64,
+    pub tolerance: f64,
+}
+
+impl ParityCheck {
+    pub fn passed(&self) -> bool {
+        self.max_rel_err <= self.tolerance
+    }
+}
+
+/// The object-safe face of a family's runtime, stored in its descriptor.
+pub trait DynFamily: Send + Sync + std::fmt::Debug {
+    /// Runs the fixture in `dir` (see the fixture contract) and compares with its expectations.
+    fn parity(&self, dir: &Path, device: DeviceSpec) -> Result<ParityReport>;
+}
+
+impl<F: FamilyModel> DynFamily for F {
+    fn parity(&self, dir: &Path, device: DeviceSpec) -> Result<ParityReport> {
+        match device {
+            DeviceSpec::Cpu => {
+                crate::parity::run::<crate::backend::CpuTrain, F>(self, dir, &Default::default())
+            }
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(n) => crate::parity::run::<crate::backend::CudaTrain, F>(
+                self,
+                dir,
+                &burn::backend::cuda::CudaDevice::new(n),
+            ),
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(_) => Err(Error::Unsupported(
+                "this lmms was built without CUDA: cargo build --release --features cuda".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `lmms parity` on the committed fixtures (made by `tools/fixtures/generate.py` from HF
+//! transformers + peft), and on broken copies of them, which must fail loudly.
+
+use assert_cmd::Command;
+use lmms_core::tensor_file::{HostTensor, TensorFile, write_f32};
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+fn lmms() -> Command {
+    Command::cargo_bin("lmms").unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn passes(name: &str) {
+    lmms()
+        .arg("parity")
+        .arg(fixture(name))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("FAIL").not());
+}
+
+#[test]
+fn llava_1_5() {
+    passes("llava-1.5");
+}
+
+#[test]
+fn llava_1_5_transformers5_layout_and_old_config_keys() {
+    passes("llava-1.5-other-layout");
+}
+
+#[test]
+fn llava_interleave_siglip_qwen2_vision_lora() {
+    let out = lmms()
+        .arg("parity")
+        .arg(fixture("llava-interleave"))
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains("vision_tower.encoder.layers.1.self_attn.v_proj.lora_B.weight"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lora.grad.") && !text.contains("FAIL"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_wrong_rope_theta_fails_parity() {
+    let d = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("llava-1.5"), d.path());
+    let cfg = d.path().join("config.json");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("50000.0", "10000.0");
+    std::fs::write(&cfg, text).unwrap();
+    lmms()
+        .arg("parity")
+        .arg(d.path())
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains("FAIL"))
+        .stderr(predicate::str::contains(
+            "1 of 1 fixture directories failed",
+        ));
+}
+
+/// Rewrites `model.safetensors` without `remove` and with `extra` added.
+fn rewrite_weights(dir: &Path, remove: &str, extra: Option<&str>) {
+    let path = dir.join("model.safetensors");
+    let file = TensorFile::open(&path).unwrap();
+    let mut tensors: Vec<(String, HostTensor<f32>)> = file
+        .names()
+        .into_iter()
+        .filter(|n| n != remove)
+        .map(|n| {
+            let t = file.f32(&n).unwrap();
+            (n, t)
+        })
+        .collect();
+    if let Some(name) = extra {
+        tensors.push((
+            name.to_string(),
+            HostTensor {
+                shape: vec![2],
+                data: vec![0.0; 2],
+            },
+        ));
+    }
+    drop(file); // unmap before the file is replaced
+    write_f32(&path, &tensors).unwrap();
+}
+
+#[test]
+fn missing_and_unexpected_tensors_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("llava-1.5"), d.path());
+    rewrite_weights(
+        d.path(),
+        "language_model.model.layers.1.mlp.up_proj.weight",
+        None,
+    );
+    lmms()
+        .arg("parity")
+        .arg(d.path())
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("language_model.model.layers.1.mlp.up_proj.weight")
+                .and(predicate::str::contains("missing")),
+        );
+    let d = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("llava-1.5"), d.path());
+    rewrite_weights(
+        d.path(),
+        "",
+        Some("language_model.model.layers.9.extra.weight"),
+    );
+    lmms()
+        .arg("parity")
+        .arg(d.path())
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("language_model.model.layers.9.extra.weight")
+                .and(predicate::str::contains("not used by the model")),
+        );
+}
