@@ -1,4 +1,5 @@
 //! `lmms-collators`: dataset files -> [`lmms_core::data::Sample`]s -> family batches (chat
-//! templates, media token expansion, label masking, HF-exact image preprocessing). The dataset
-//! readers and per-family collators land with the data pipeline; this crate holds them so that
-//! adapters and the CLI share one copy.
+//! templates, media token expansion, label masking, HF-exact image preprocessing).
+//!
+//! - [`dataset`]: dataset file formats and their validation.
+//! - [`image`]: image processors matching the HF ones, pixel for pixel where the resize allows.
