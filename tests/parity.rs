@@ -50,7 +50,7 @@ fn llava_1_5_transformers5_layout_and_old_config_keys() {
 #[test]
 fn llava_interleave_siglip_qwen2_vision_lora() {
     let out = lmms()
-        .arg("parity")
+        .args(["-v", "parity"])
         .arg(fixture("llava-interleave"))
         .assert()
         .success();
@@ -63,6 +63,32 @@ fn llava_interleave_siglip_qwen2_vision_lora() {
         text.contains("lora.grad.") && !text.contains("FAIL"),
         "{text}"
     );
+}
+
+#[test]
+fn llava_next_anyres_unpad_newline() {
+    passes("llava-next");
+}
+
+#[test]
+fn llava_onevision_anyres_max_and_video() {
+    passes("llava-onevision");
+}
+
+#[test]
+fn llava_next_video_pooled_video() {
+    passes("llava-next-video");
+}
+
+#[test]
+fn several_fixtures_in_one_call() {
+    lmms()
+        .arg("parity")
+        .arg(fixture("llava-1.5"))
+        .arg(fixture("llava-next"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("lora.grad (28 tensors, worst)"));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     init_logging(cli.verbose, cli.quiet);
-    match commands::run(cli.command) {
+    match commands::run(cli.command, cli.verbose) {
         Ok(code) => code,
         Err(err) => {
             // `{:#}` prints the whole cause chain on one line: "cannot read x: No such file".

@@ -77,6 +77,9 @@ impl fmt::Display for StrategyKind {
 pub enum Status {
     /// Passes `lmms parity` against HF transformers and trains.
     Implemented,
+    /// The model matches HF transformers (`lmms parity` passes on its fixtures) but it cannot
+    /// be trained yet; `note` says what is missing.
+    ParityOnly { note: &'static str },
     /// Described and listed, but its model code has not landed; `note` says what is missing.
     Planned { note: &'static str },
 }
@@ -86,9 +89,18 @@ impl Status {
         matches!(self, Status::Implemented)
     }
 
+    /// What is missing, for anything short of implemented.
+    pub fn note(self) -> Option<&'static str> {
+        match self {
+            Status::Implemented => None,
+            Status::ParityOnly { note } | Status::Planned { note } => Some(note),
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Status::Implemented => "implemented",
+            Status::ParityOnly { .. } => "parity-only",
             Status::Planned { .. } => "planned",
         }
     }

@@ -252,11 +252,13 @@ pub fn resolve_model<'r>(
 fn ensure_implemented(family: &RegisteredFamily, model: &str) -> Result<()> {
     match family.descriptor.status {
         crate::Status::Implemented => Ok(()),
-        crate::Status::Planned { note } => Err(Error::NotImplemented {
-            model: model.to_string(),
-            family: family.descriptor.id.to_string(),
-            note: note.to_string(),
-        }),
+        crate::Status::Planned { note } | crate::Status::ParityOnly { note } => {
+            Err(Error::NotImplemented {
+                model: model.to_string(),
+                family: family.descriptor.id.to_string(),
+                note: note.to_string(),
+            })
+        }
     }
 }
 

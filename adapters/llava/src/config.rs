@@ -17,8 +17,35 @@ pub enum SelectStrategy {
     Full,
 }
 
+/// Which of the LLaVA architectures a config describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// LLaVA-1.5 / Interleave: one tile per image.
+    Llava,
+    /// LLaVA-NeXT: anyres tiles, unpadding, `image_newline`.
+    Next,
+    /// LLaVA-NeXT-Video: NeXT images, videos pooled before the projector.
+    NextVideo,
+    /// LLaVA-OneVision: NeXT images with the `anyres_max` reduction, videos pooled after.
+    OneVision,
+}
+
+/// `spatial_pool_mode` of LLaVA-NeXT-Video's resampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    Average,
+    Max,
+}
+
 #[derive(Debug, Clone)]
 pub struct LlavaConfig {
+    pub variant: Variant,
+    /// `image_grid_pinpoints` as `(height, width)` pairs.
+    pub image_grid_pinpoints: Vec<[usize; 2]>,
+    /// OneVision's `vision_aspect_ratio` = `anyres_max_N`: N.
+    pub anyres_max: usize,
+    /// NeXT-Video's `spatial_pool_mode` and `spatial_pool_stride`.
+    pub spatial_pool: (PoolMode, usize),
     pub text: TextConfig,
     pub vision: VisionConfig,
     /// `image_token_index` (older configs) or `image_token_id`.
@@ -70,7 +97,69 @@ impl LlavaConfig {
                 ));
             }
         };
+        let variant = match v
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("llava")
+        {
+            "llava" => Variant::Llava,
+            "llava_next" => Variant::Next,
+            "llava_next_video" => Variant::NextVideo,
+            "llava_onevision" => Variant::OneVision,
+            other => {
+                return Err(Error::config(
+                    path,
+                    format!("model_type `{other}` is not a LLaVA variant"),
+                ));
+            }
+        };
+        let image_grid_pinpoints = match v.get("image_grid_pinpoints") {
+            None => Vec::new(),
+            Some(p) => serde_json::from_value(p.clone())
+                .map_err(|e| Error::config(path, format!("image_grid_pinpoints: {e}")))?,
+        };
+        if variant != Variant::Llava && image_grid_pinpoints.is_empty() {
+            return Err(Error::config(
+                path,
+                "image_grid_pinpoints is missing or empty",
+            ));
+        }
+        let aspect = v
+            .get("vision_aspect_ratio")
+            .and_then(Value::as_str)
+            .unwrap_or("anyres_max_9");
+        let anyres_max = aspect
+            .strip_prefix("anyres_max_")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                Error::config(
+                    path,
+                    format!("vision_aspect_ratio `{aspect}` is not anyres_max_N"),
+                )
+            })?;
+        let mode = match v
+            .get("spatial_pool_mode")
+            .and_then(Value::as_str)
+            .unwrap_or("average")
+        {
+            "average" => PoolMode::Average,
+            "max" => PoolMode::Max,
+            other => {
+                return Err(Error::config(
+                    path,
+                    format!("spatial_pool_mode `{other}` is not supported (average, max)"),
+                ));
+            }
+        };
+        let stride = v
+            .get("spatial_pool_stride")
+            .and_then(Value::as_u64)
+            .unwrap_or(2) as usize;
         Ok(LlavaConfig {
+            variant,
+            image_grid_pinpoints,
+            anyres_max,
+            spatial_pool: (mode, stride),
             text,
             vision,
             image_token_id,
@@ -83,6 +172,16 @@ impl LlavaConfig {
             vision_feature_layers,
             select_strategy,
         })
+    }
+
+    /// Whether the model has the learned `image_newline` separator.
+    pub fn has_image_newline(&self) -> bool {
+        self.variant != Variant::Llava
+    }
+
+    /// Patches per side of one tile.
+    pub fn tile_side(&self) -> usize {
+        self.vision.image_size / self.vision.patch_size
     }
 
     /// Width of the features the projector takes (layers concatenated).

@@ -1,13 +1,15 @@
-//! [`FamilyModel`] for LLaVA-1.5 / LLaVA-Interleave: key layouts, inputs, forward.
+//! [`FamilyModel`] for the LLaVA variants: key layouts, inputs, forward.
 
-use crate::config::LlavaConfig;
+use crate::config::{LlavaConfig, Variant};
 use crate::model::Llava;
+use crate::pack;
 use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::burn::tensor::{Tensor, TensorData};
 use lmms_core::error::{Error, Result};
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};
 use lmms_core::tensor_file::{HostTensor, TensorFile};
+use lmms_core::vision::anyres;
 use lmms_core::weights::{KeyRules, WeightStore};
 
 /// Checkpoint names onto the hub layout the modules use. transformers 5 keeps the LLM under
@@ -30,19 +32,151 @@ pub fn llava_key_rules() -> KeyRules {
         .ignore_suffix("rotary_emb.inv_freq")
 }
 
-/// A LLaVA batch: tokens and `pixel_values` `[N, C, H, W]` (absent for text-only batches).
+/// A LLaVA batch: tokens plus, where present, `pixel_values` (`[N, C, H, W]`, or
+/// `[N, tiles, C, H, W]` for anyres), `image_sizes` (`[N, 2]`, original height and width) and
+/// `pixel_values_videos` (`[V, frames, C, H, W]`).
 #[derive(Debug, Clone)]
 pub struct LlavaInputs {
     pub tokens: Tokens,
     pub pixel_values: Option<HostTensor<f32>>,
+    pub image_sizes: Option<HostTensor<i64>>,
+    pub pixel_values_videos: Option<HostTensor<f32>>,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct LlavaFamily;
 
+fn optional_f32(file: &TensorFile, name: &str, ranks: &[usize]) -> Result<Option<HostTensor<f32>>> {
+    if !file.contains(name) {
+        return Ok(None);
+    }
+    let t = file.f32(name)?;
+    if !ranks.contains(&t.shape.len()) {
+        return Err(Error::tensor(
+            file.path(),
+            name,
+            format!(
+                "has {} dimensions, expected one of {ranks:?}",
+                t.shape.len()
+            ),
+        ));
+    }
+    Ok(Some(t))
+}
+
+fn upload<B: Backend, const D: usize>(
+    data: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
 impl LlavaFamily {
-    fn config(dir: &ModelDir) -> Result<LlavaConfig> {
-        LlavaConfig::from_value(&dir.config, &dir.path("config.json"))
+    /// Image features, per image packed as the variant does, concatenated: `[K, hidden]`.
+    fn images<B: Backend>(
+        model: &Llava<B>,
+        inputs: &LlavaInputs,
+        device: &B::Device,
+    ) -> Result<Option<Tensor<B, 2>>> {
+        let c = &model.config;
+        let Some(p) = &inputs.pixel_values else {
+            return Ok(None);
+        };
+        if p.shape.len() == 4 {
+            let [n, ch, h, w] = [p.shape[0], p.shape[1], p.shape[2], p.shape[3]];
+            let f = model.image_features(c, upload(p.data.clone(), [n, ch, h, w], device));
+            let [n, k, d] = f.dims();
+            if c.variant == Variant::Llava {
+                return Ok(Some(f.reshape([n * k, d])));
+            }
+            let per_image = (0..n)
+                .map(|i| {
+                    pack::pack_image(
+                        c,
+                        f.clone().slice([i..i + 1, 0..k, 0..d]),
+                        (0, 0),
+                        model.newline(),
+                    )
+                })
+                .collect();
+            return Ok(Some(Tensor::cat(per_image, 0)));
+        }
+        // Anyres: [N, max_tiles, C, H, W], zero-padded past each image's own tile count.
+        let [n, max_tiles, ch, h, w] = [p.shape[0], p.shape[1], p.shape[2], p.shape[3], p.shape[4]];
+        let sizes = inputs
+            .image_sizes
+            .as_ref()
+            .ok_or_else(|| Error::Batch("anyres pixel_values need image_sizes".into()))?;
+        if sizes.shape != [n, 2] {
+            return Err(Error::Batch(format!(
+                "image_sizes has shape {:?}, expected [{n}, 2]",
+                sizes.shape
+            )));
+        }
+        let tile_len = ch * h * w;
+        let mut data = Vec::new();
+        let mut counts = Vec::with_capacity(n);
+        for i in 0..n {
+            let original = (sizes.data[2 * i] as usize, sizes.data[2 * i + 1] as usize);
+            let tiles = anyres::num_tiles(original, &c.image_grid_pinpoints, c.vision.image_size);
+            if tiles > max_tiles {
+                return Err(Error::Batch(format!(
+                    "image {i} of size {original:?} needs {tiles} tiles but pixel_values holds {max_tiles}"
+                )));
+            }
+            let start = i * max_tiles * tile_len;
+            data.extend_from_slice(&p.data[start..start + tiles * tile_len]);
+            counts.push((tiles, original));
+        }
+        let total: usize = counts.iter().map(|(t, _)| t).sum();
+        let f = model.image_features(c, upload(data, [total, ch, h, w], device));
+        let [_, k, d] = f.dims();
+        let mut at = 0;
+        let mut packed = Vec::with_capacity(n);
+        for (tiles, original) in counts {
+            let one = f.clone().slice([at..at + tiles, 0..k, 0..d]);
+            packed.push(pack::pack_image(c, one, original, model.newline()));
+            at += tiles;
+        }
+        Ok(Some(Tensor::cat(packed, 0)))
+    }
+
+    /// Video features `[K, hidden]`, all videos' frames in order.
+    fn videos<B: Backend>(
+        model: &Llava<B>,
+        inputs: &LlavaInputs,
+        device: &B::Device,
+    ) -> Result<Option<Tensor<B, 2>>> {
+        let c = &model.config;
+        let Some(v) = &inputs.pixel_values_videos else {
+            return Ok(None);
+        };
+        let [n, frames, ch, h, w] = [v.shape[0], v.shape[1], v.shape[2], v.shape[3], v.shape[4]];
+        let pixels = upload(v.data.clone(), [n * frames, ch, h, w], device);
+        let per_frame = match c.variant {
+            Variant::NextVideo => {
+                let pooled = pack::pool_before_projector(c, model.select_features(c, pixels));
+                model.multi_modal_projector.forward(pooled)
+            }
+            Variant::OneVision => pack::pool_after_projector(c, model.image_features(c, pixels)),
+            // LLaVA-Interleave and NeXT take videos as images, through the image token.
+            _ => {
+                return Err(Error::Batch(
+                    "this model takes no pixel_values_videos".into(),
+                ));
+            }
+        };
+        let [_, k, d] = per_frame.dims();
+        let per_video = per_frame.reshape([n, frames * k, d]);
+        let per_video = match (c.variant, model.newline()) {
+            (Variant::OneVision, Some(nl)) => {
+                Tensor::cat(vec![per_video, nl.reshape([1, 1, d]).expand([n, 1, d])], 1)
+            }
+            _ => per_video,
+        };
+        let [n, k, d] = per_video.dims();
+        Ok(Some(per_video.reshape([n * k, d])))
     }
 }
 
@@ -61,31 +195,20 @@ impl FamilyModel for LlavaFamily {
         plans: &Plans<'_>,
         device: &B::Device,
     ) -> Result<Self::Model<B>> {
-        let c = Self::config(dir)?;
+        let c = LlavaConfig::from_value(&dir.config, &dir.path("config.json"))?;
         Llava::load(&store.root(), c, plans, device)
     }
 
     fn read_inputs(&self, file: &TensorFile) -> Result<LlavaInputs> {
-        let tokens = Tokens::from_file(file)?;
-        let pixel_values = if file.contains("pixel_values") {
-            let p = file.f32("pixel_values")?;
-            if p.shape.len() != 4 {
-                return Err(Error::tensor(
-                    file.path(),
-                    "pixel_values",
-                    format!(
-                        "has shape {:?}, expected [images, channels, height, width]",
-                        p.shape
-                    ),
-                ));
-            }
-            Some(p)
-        } else {
-            None
-        };
         Ok(LlavaInputs {
-            tokens,
-            pixel_values,
+            tokens: Tokens::from_file(file)?,
+            pixel_values: optional_f32(file, "pixel_values", &[4, 5])?,
+            image_sizes: if file.contains("image_sizes") {
+                Some(file.i64("image_sizes")?)
+            } else {
+                None
+            },
+            pixel_values_videos: optional_f32(file, "pixel_values_videos", &[5])?,
         })
     }
 
@@ -95,19 +218,20 @@ impl FamilyModel for LlavaFamily {
 
     fn forward<B: Backend>(
         &self,
-        model: &Self::Model<B>,
+        model: &Llava<B>,
         inputs: &LlavaInputs,
         device: &B::Device,
     ) -> Result<Tensor<B, 3>> {
         let c = &model.config;
         let mut placeholders = Vec::new();
-        if let Some(p) = &inputs.pixel_values {
-            let [n, ch, h, w] = [p.shape[0], p.shape[1], p.shape[2], p.shape[3]];
-            let pixels =
-                Tensor::<B, 4>::from_data(TensorData::new(p.data.clone(), [n, ch, h, w]), device);
-            let features = model.image_features(c, pixels);
-            let [n, k, d] = features.dims();
-            placeholders.push((c.image_token_id, features.reshape([n * k, d])));
+        if let Some(f) = Self::images(model, inputs, device)? {
+            placeholders.push((c.image_token_id, f));
+        }
+        if let Some(f) = Self::videos(model, inputs, device)? {
+            let id = c
+                .video_token_id
+                .ok_or_else(|| Error::Batch("config.json has no video_token_index".into()))?;
+            placeholders.push((id, f));
         }
         let embeds = model.embed_with_features(&inputs.tokens, &placeholders, device)?;
         Ok(model.logits(embeds, &inputs.tokens))

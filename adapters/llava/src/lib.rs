@@ -5,14 +5,15 @@
 pub mod config;
 pub mod family;
 pub mod model;
+pub mod pack;
 
 pub use family::LlavaFamily;
 
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
 const STRATEGIES: &[S] = &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora];
-const PLANNED: Status = Status::Planned {
-    note: "model code and HF parity not landed yet",
+const PARITY_ONLY: Status = Status::ParityOnly {
+    note: "forward, loss and LoRA gradients match HF transformers; training not landed yet",
 };
 pub static LLAVA: FamilyDescriptor = FamilyDescriptor {
     id: "llava",
@@ -35,7 +36,7 @@ pub static LLAVA: FamilyDescriptor = FamilyDescriptor {
     ],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
     strategies: STRATEGIES,
-    status: PLANNED,
+    status: PARITY_ONLY,
     crate_name: env!("CARGO_PKG_NAME"),
     runtime: Some(&LlavaFamily),
 };
@@ -52,9 +53,9 @@ pub static LLAVA_NEXT: FamilyDescriptor = FamilyDescriptor {
     ],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
     strategies: STRATEGIES,
-    status: PLANNED,
+    status: PARITY_ONLY,
     crate_name: env!("CARGO_PKG_NAME"),
-    runtime: None,
+    runtime: Some(&LlavaFamily),
 };
 lmms_core::register_family!(LLAVA_NEXT);
 
@@ -73,9 +74,9 @@ pub static LLAVA_NEXT_VIDEO: FamilyDescriptor = FamilyDescriptor {
     ],
     modalities: &[M::Image, M::MultiImage, M::Video, M::TextOnly],
     strategies: STRATEGIES,
-    status: PLANNED,
+    status: PARITY_ONLY,
     crate_name: env!("CARGO_PKG_NAME"),
-    runtime: None,
+    runtime: Some(&LlavaFamily),
 };
 lmms_core::register_family!(LLAVA_NEXT_VIDEO);
 
@@ -100,8 +101,8 @@ pub static LLAVA_ONEVISION: FamilyDescriptor = FamilyDescriptor {
     ],
     modalities: &[M::Image, M::MultiImage, M::Video, M::TextOnly],
     strategies: STRATEGIES,
-    status: PLANNED,
+    status: PARITY_ONLY,
     crate_name: env!("CARGO_PKG_NAME"),
-    runtime: None,
+    runtime: Some(&LlavaFamily),
 };
 lmms_core::register_family!(LLAVA_ONEVISION);

@@ -4,7 +4,7 @@
 //! which differ in how image features are arranged.
 
 use crate::config::{LlavaConfig, SelectStrategy};
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use lmms_core::burn;
@@ -20,6 +20,8 @@ pub struct Llava<B: Backend> {
     pub vision_tower: VisionTransformer<B>,
     pub multi_modal_projector: Mlp<B>,
     pub language_model: CausalLm<B>,
+    /// The learned row separator of NeXT / OneVision / NeXT-Video (trains with the projector).
+    pub image_newline: Option<Param<Tensor<B, 1>>>,
     #[module(skip)]
     pub config: LlavaConfig,
 }
@@ -54,6 +56,16 @@ impl<B: Backend> Llava<B> {
                 &plans.llm,
                 device,
             )?,
+            image_newline: if c.has_image_newline() {
+                Some(root.param(
+                    "image_newline",
+                    [c.text.hidden_size],
+                    device,
+                    plans.projector.trainable,
+                )?)
+            } else {
+                None
+            },
             config: c,
         })
     }
@@ -71,6 +83,10 @@ impl<B: Backend> Llava<B> {
             }
             SelectStrategy::Full => x,
         }
+    }
+
+    pub fn newline(&self) -> Option<Tensor<B, 1>> {
+        self.image_newline.as_ref().map(|p| p.val())
     }
 
     /// Projected image features `[N, P, hidden]` for pixel values `[N, C, H, W]`.

@@ -7,10 +7,10 @@ mod train;
 use crate::args::Command;
 use std::process::ExitCode;
 
-pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+pub fn run(command: Command, verbose: u8) -> anyhow::Result<ExitCode> {
     match command {
         Command::SupportedModels(args) => supported_models::run(&args),
         Command::Train(args) => train::run(&args),
-        Command::Parity(args) => parity::run(&args),
+        Command::Parity(args) => parity::run(&args, verbose > 0),
     }
 }

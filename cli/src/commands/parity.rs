@@ -5,9 +5,10 @@ use crate::args::ParityArgs;
 use anyhow::Context;
 use lmms_core::Registry;
 use lmms_core::model_dir::ModelDir;
+use lmms_core::runtime::ParityCheck;
 use std::process::ExitCode;
 
-pub fn run(args: &ParityArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &ParityArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     let registry = Registry::linked()?;
     let mut failed = 0usize;
     for dir in &args.dirs {
@@ -40,17 +41,36 @@ pub fn run(args: &ParityArgs) -> anyhow::Result<ExitCode> {
             report.forward_seconds,
             args.device
         );
-        let width = report
+        // Gradients come one per LoRA tensor; unless asked, show the worst one and any failures.
+        let (grads, others): (Vec<&ParityCheck>, Vec<&ParityCheck>) = report
             .checks
             .iter()
-            .map(|c| c.name.len())
-            .max()
-            .unwrap_or(0);
-        for c in &report.checks {
+            .partition(|c| c.name.starts_with("lora.grad."));
+        let mut shown: Vec<(String, &ParityCheck)> =
+            others.iter().map(|c| (c.name.clone(), *c)).collect();
+        if verbose {
+            shown.extend(grads.iter().map(|c| (c.name.clone(), *c)));
+        } else if let Some(worst) = grads
+            .iter()
+            .max_by(|a, b| a.max_rel_err.total_cmp(&b.max_rel_err))
+        {
+            shown.push((
+                format!("lora.grad ({} tensors, worst)", grads.len()),
+                *worst,
+            ));
+            shown.extend(
+                grads
+                    .iter()
+                    .filter(|c| !c.passed())
+                    .map(|c| (c.name.clone(), *c)),
+            );
+        }
+        let width = shown.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        for (name, c) in &shown {
             let verdict = if c.passed() { "ok" } else { "FAIL" };
             println!(
-                "  {:width$}  max rel {:9.2e}  max abs {:9.2e}  tol {:7.0e}  {verdict}",
-                c.name, c.max_rel_err, c.max_abs_err, c.tolerance
+                "  {name:width$}  max rel {:9.2e}  max abs {:9.2e}  tol {:7.0e}  {verdict}",
+                c.max_rel_err, c.max_abs_err, c.tolerance
             );
         }
         let bad = report.checks.iter().filter(|c| !c.passed()).count();

@@ -2,7 +2,7 @@
 
 use crate::args::SupportedModelsArgs;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
-use lmms_core::{Registry, Status};
+use lmms_core::Registry;
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -54,10 +54,7 @@ pub fn run(args: &SupportedModelsArgs) -> anyhow::Result<ExitCode> {
                     .collect(),
                 strategies: d.strategies.iter().map(|s| s.as_str()).collect(),
                 status: d.status.label(),
-                status_note: match d.status {
-                    Status::Implemented => None,
-                    Status::Planned { note } => Some(note),
-                },
+                status_note: d.status.note(),
                 source: d.crate_name,
             }
         })
@@ -98,7 +95,8 @@ pub fn run(args: &SupportedModelsArgs) -> anyhow::Result<ExitCode> {
         .count();
     println!(
         "{} models in {families} families; {implemented} families implemented. \
-         \"planned\" families are listed but cannot be trained or loaded yet.",
+         \"parity-only\": the model matches HF transformers (`lmms parity`) but does not train yet; \
+         \"planned\": listed, model code not landed.",
         rows.len()
     );
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 //! and SigLIP (`modeling_siglip.py`, `SiglipVisionTransformer`), one encoder with the
 //! differences as parameters.
 
+pub mod anyres;
 pub mod config;
 pub mod encoder;
 
