@@ -24,6 +24,7 @@ pub mod registry;
 pub mod runtime;
 pub mod strategy;
 pub mod tensor_file;
+pub mod train;
 pub mod vision;
 pub mod weights;
 

@@ -110,7 +110,7 @@ pub fn run<B: AutodiffBackend, F: FamilyModel>(
         projector: PartPlan::FROZEN,
         llm: PartPlan::FROZEN,
     };
-    let model = build_model::<B, F>(family, &model_dir, DType::F32, &frozen, device)?;
+    let (model, _) = build_model::<B, F>(family, &model_dir, DType::F32, &frozen, device)?;
     let start = Instant::now();
     let logits = family.forward(&model, &inputs, device)?;
     let vocab = logits.dims()[2];
@@ -144,7 +144,7 @@ pub fn run<B: AutodiffBackend, F: FamilyModel>(
             projector: plan,
             llm: plan,
         };
-        let model = build_model::<B, F>(family, &model_dir, DType::F32, &plans, device)?;
+        let (model, _) = build_model::<B, F>(family, &model_dir, DType::F32, &plans, device)?;
         let expected = TensorFile::open(dir.join("expected_lora.safetensors"))?;
         let logits = family.forward(&model, &inputs, device)?;
         let (loss, _) = causal_lm_loss(logits.clone(), &labels.data);

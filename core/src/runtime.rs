@@ -11,9 +11,10 @@ use crate::nn::plan::{AdapterWeights, LoraRegistry, PartPlan};
 use crate::strategy::Part;
 use crate::tensor_file::{HostTensor, TensorFile};
 use crate::weights::{KeyRules, WeightStore};
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// The loading plan of every part, and where LoRA layers register themselves.
@@ -105,6 +106,9 @@ pub trait FamilyModel: Send + Sync + std::fmt::Debug + 'static {
         device: &B::Device,
     ) -> Result<Self::Model<B>>;
 
+    /// The part a parameter or LoRA layer belongs to, from its checkpoint name.
+    fn part_of(&self, name: &str) -> Part;
+
     /// Reads a batch stored under HF's forward-argument names (the fixture format).
     fn read_inputs(&self, file: &TensorFile) -> Result<Self::Inputs>;
 
@@ -119,6 +123,13 @@ pub trait FamilyModel: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Tensor<B, 3>>;
 }
 
+/// What loading learned about a model's parameters: the checkpoint name of every base
+/// parameter, by id (LoRA layers are in the plans' [`LoraRegistry`]).
+#[derive(Debug, Clone, Default)]
+pub struct ModelInfo {
+    pub param_names: HashMap<ParamId, String>,
+}
+
 /// Opens the weights of `dir` and builds `F`'s model with the given plans, strictly.
 pub fn build_model<B: Backend, F: FamilyModel>(
     family: &F,
@@ -126,7 +137,7 @@ pub fn build_model<B: Backend, F: FamilyModel>(
     dtype: DType,
     plans: &Plans<'_>,
     device: &B::Device,
-) -> Result<F::Model<B>> {
+) -> Result<(F::Model<B>, ModelInfo)> {
     let store = WeightStore::open(&dir.weights()?, &family.key_rules(), dtype)?;
     let model = family.build(dir, &store, plans, device)?;
     store.finish()?;
@@ -135,7 +146,12 @@ pub fn build_model<B: Backend, F: FamilyModel>(
             adapter.finish()?;
         }
     }
-    Ok(model)
+    Ok((
+        model,
+        ModelInfo {
+            param_names: store.param_names(),
+        },
+    ))
 }
 
 /// The issue-2 [`ModelLoader`] contract, for every family: strategy per part, optional adapter.
@@ -163,7 +179,7 @@ impl<F: FamilyModel> ModelLoader for F {
             projector: plan(Part::Projector),
             llm: plan(Part::Llm),
         };
-        build_model(self, dir, options.dtype, &plans, device)
+        Ok(build_model(self, dir, options.dtype, &plans, device)?.0)
     }
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 
 /// The parts of a multimodal model that train independently. A family maps each of its
 /// modules to one part (e.g. LLaVA-NeXT's `image_newline` goes with the projector).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Part {
     VisionTower,

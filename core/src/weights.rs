@@ -9,10 +9,10 @@ use crate::error::{Error, Result};
 use crate::loader::DType;
 use crate::model_dir::WeightFiles;
 use crate::tensor_file::{HostTensor, TensorFile};
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -59,7 +59,19 @@ pub struct WeightStore {
     files: Vec<TensorFile>,
     entries: BTreeMap<String, Entry>,
     used: Mutex<BTreeSet<String>>,
+    /// Checkpoint name of every parameter built from this store.
+    params: Mutex<HashMap<ParamId, String>>,
     dtype: DType,
+}
+
+/// A parameter id derived from a name (64-bit FNV-1a), stable across runs.
+pub fn param_id(name: &str) -> ParamId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ParamId::from(h)
 }
 
 impl WeightStore {
@@ -107,6 +119,7 @@ impl WeightStore {
             files,
             entries,
             used: Mutex::new(BTreeSet::new()),
+            params: Mutex::new(HashMap::new()),
             dtype,
         })
     }
@@ -116,6 +129,11 @@ impl WeightStore {
             store: self,
             prefix: String::new(),
         }
+    }
+
+    /// The checkpoint name of every parameter built from this store, by id.
+    pub fn param_names(&self) -> HashMap<ParamId, String> {
+        self.params.lock().expect("weight store lock").clone()
     }
 
     /// The name a canonical tensor has in its file.
@@ -286,7 +304,27 @@ impl<'s> Vars<'s> {
         device: &B::Device,
         trainable: bool,
     ) -> Result<Param<Tensor<B, D>>> {
-        Ok(Param::from_tensor(self.tensor(leaf, shape, device)?).set_require_grad(trainable))
+        let t = self.tensor(leaf, shape, device)?;
+        Ok(self.wrap(leaf, t, trainable))
+    }
+
+    /// Wraps a tensor loaded from `leaf` (possibly reshaped) as a parameter whose id is derived
+    /// from its checkpoint name, so the same weight has the same id in every run: optimizer
+    /// state and checkpoints stay valid across a resume.
+    pub fn wrap<B: Backend, const D: usize>(
+        &self,
+        leaf: &str,
+        tensor: Tensor<B, D>,
+        trainable: bool,
+    ) -> Param<Tensor<B, D>> {
+        let name = self.name(leaf);
+        let id = param_id(&name);
+        self.store
+            .params
+            .lock()
+            .expect("weight store lock")
+            .insert(id, name);
+        Param::initialized(id, tensor).set_require_grad(trainable)
     }
 
     fn to_device<B: Backend, const D: usize>(

@@ -8,6 +8,7 @@ use lmms_core::burn::tensor::{Tensor, TensorData};
 use lmms_core::error::{Error, Result};
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};
+use lmms_core::strategy::Part;
 use lmms_core::tensor_file::{HostTensor, TensorFile};
 use lmms_core::vision::anyres;
 use lmms_core::weights::{KeyRules, WeightStore};
@@ -197,6 +198,16 @@ impl FamilyModel for LlavaFamily {
     ) -> Result<Self::Model<B>> {
         let c = LlavaConfig::from_value(&dir.config, &dir.path("config.json"))?;
         Llava::load(&store.root(), c, plans, device)
+    }
+
+    fn part_of(&self, name: &str) -> Part {
+        if name.starts_with("vision_tower.") {
+            Part::VisionTower
+        } else if name.starts_with("multi_modal_projector.") || name == "image_newline" {
+            Part::Projector
+        } else {
+            Part::Llm
+        }
     }
 
     fn read_inputs(&self, file: &TensorFile) -> Result<LlavaInputs> {

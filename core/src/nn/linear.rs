@@ -32,8 +32,11 @@ impl<B: Backend> Linear<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let trainable = plan.trainable;
-        let weight = Param::from_tensor(vars.linear_weight("weight", d_in, d_out, device)?)
-            .set_require_grad(trainable);
+        let weight = vars.wrap(
+            "weight",
+            vars.linear_weight("weight", d_in, d_out, device)?,
+            trainable,
+        );
         let bias = if bias {
             Some(vars.param("bias", [d_out], device, trainable)?)
         } else {

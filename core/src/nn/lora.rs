@@ -4,6 +4,7 @@
 //! `lora_B.weight` `[out, r]`; loading and saving transpose).
 
 use crate::strategy::LoraConfig;
+use crate::weights::param_id;
 use burn::module::{Module, Param};
 use burn::nn::Dropout;
 use burn::tensor::backend::Backend;
@@ -26,7 +27,9 @@ pub enum LoraInit {
 }
 
 impl<B: Backend> LoraAdapter<B> {
+    /// A fresh adapter for the linear layer at `path`.
     pub fn new(
+        path: &str,
         d_in: usize,
         d_out: usize,
         config: &LoraConfig,
@@ -42,13 +45,17 @@ impl<B: Backend> LoraAdapter<B> {
             device,
         );
         let b = Tensor::zeros([config.r, d_out], device);
-        Self::from_tensors(a, b, config)
+        Self::from_tensors(path, a, b, config)
     }
 
-    pub fn from_tensors(a: Tensor<B, 2>, b: Tensor<B, 2>, config: &LoraConfig) -> Self {
+    /// An adapter with given weights; parameter ids derive from `path` (see
+    /// [`param_id`](crate::weights::param_id)).
+    pub fn from_tensors(path: &str, a: Tensor<B, 2>, b: Tensor<B, 2>, config: &LoraConfig) -> Self {
         LoraAdapter {
-            lora_a: Param::from_tensor(a),
-            lora_b: Param::from_tensor(b),
+            lora_a: Param::initialized(param_id(&format!("{path}.lora_A.weight")), a)
+                .set_require_grad(true),
+            lora_b: Param::initialized(param_id(&format!("{path}.lora_B.weight")), b)
+                .set_require_grad(true),
             dropout: Dropout {
                 prob: config.dropout,
             },

@@ -179,9 +179,9 @@ impl<'a> PartPlan<'a> {
                 let v = store.root().pp(path);
                 let a = v.linear_weight("lora_A.weight", d_in, config.r, device)?;
                 let b = v.linear_weight("lora_B.weight", config.r, d_out, device)?;
-                LoraAdapter::from_tensors(a, b, config)
+                LoraAdapter::from_tensors(path, a, b, config)
             }
-            None => LoraAdapter::new(d_in, d_out, config, LoraInit::Peft, device),
+            None => LoraAdapter::new(path, d_in, d_out, config, LoraInit::Peft, device),
         };
         if let Some(registry) = self.registry {
             registry

@@ -105,8 +105,11 @@ impl<B: Backend> VisionTransformer<B> {
         let e = vars.pp("embeddings");
         let pe = e.pp("patch_embedding");
         let conv = pe.tensor::<B, 4>("weight", [h, ch, p, p], device)?;
-        let patch_embedding = Param::from_tensor(conv.reshape([h, ch * p * p]).transpose())
-            .set_require_grad(plan.trainable);
+        let patch_embedding = pe.wrap(
+            "weight",
+            conv.reshape([h, ch * p * p]).transpose(),
+            plan.trainable,
+        );
         let clip = c.kind() == VisionKind::Clip;
         let num_pos = c.grid() * c.grid() + usize::from(clip);
         let eps = c.layer_norm_eps;

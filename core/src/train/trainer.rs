@@ -1,0 +1,220 @@
+//! [`Trainer`]: forward, loss, backward, gradient accumulation and the grouped AdamW step for
+//! any family's model.
+
+use crate::error::{Error, Result};
+use crate::llm::loss::causal_lm_loss;
+use crate::nn::plan::LoraEntry;
+use crate::runtime::{FamilyModel, ModelInfo};
+use crate::strategy::{Part, TrainStrategy};
+use crate::train::optimizer::{GroupedAdamW, OptimizerConfig, ParamGroup};
+use crate::train::schedule::Schedule;
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
+use std::collections::HashMap;
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// 1-based index of the optimizer step.
+    pub step: u64,
+    /// Mean loss over the micro-batches of the step.
+    pub loss: f64,
+    /// Trained (label) tokens in the step.
+    pub tokens: usize,
+    /// Base learning rate used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// Every parameter that trains, with its rank.
+struct Trainable(Vec<(ParamId, usize)>);
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Trainable {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if param.is_require_grad() {
+            self.0.push((param.id, D));
+        }
+    }
+}
+
+/// Parameter groups: part from the checkpoint name, no weight decay for 1-D parameters (norms,
+/// biases, separators).
+pub fn param_groups<B: AutodiffBackend, F: FamilyModel>(
+    family: &F,
+    model: &F::Model<B>,
+    info: &ModelInfo,
+    lora: &[LoraEntry],
+) -> Result<HashMap<ParamId, ParamGroup>>
+where
+    F::Model<B>: AutodiffModule<B>,
+{
+    let mut names: HashMap<ParamId, String> = info.param_names.clone();
+    for e in lora {
+        names.insert(e.lora_a, e.path.clone());
+        names.insert(e.lora_b, e.path.clone());
+    }
+    let mut trainable = Trainable(Vec::new());
+    model.visit(&mut trainable);
+    let mut groups = HashMap::new();
+    for (id, rank) in trainable.0 {
+        let name = names.get(&id).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "a trainable parameter ({id}) has no checkpoint name"
+            ))
+        })?;
+        groups.insert(
+            id,
+            ParamGroup {
+                part: family.part_of(name),
+                decay: rank >= 2,
+            },
+        );
+    }
+    if groups.is_empty() {
+        return Err(Error::Strategy(
+            "no parameter trains with this strategy".into(),
+        ));
+    }
+    Ok(groups)
+}
+
+pub struct Trainer<'a, B: AutodiffBackend, F: FamilyModel>
+where
+    F::Model<B>: AutodiffModule<B>,
+{
+    family: &'a F,
+    model: Option<F::Model<B>>,
+    optim: GroupedAdamW<B, F::Model<B>>,
+    accum: GradientsAccumulator<F::Model<B>>,
+    strategy: &'a dyn TrainStrategy,
+    base_lr: f64,
+    schedule: Schedule,
+    grad_accum: usize,
+    device: B::Device,
+    step: u64,
+    micro: usize,
+    loss_sum: f64,
+    tokens: usize,
+}
+
+impl<'a, B: AutodiffBackend, F: FamilyModel> Trainer<'a, B, F>
+where
+    F::Model<B>: AutodiffModule<B>,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        family: &'a F,
+        model: F::Model<B>,
+        groups: HashMap<ParamId, ParamGroup>,
+        strategy: &'a dyn TrainStrategy,
+        optimizer: OptimizerConfig,
+        schedule: Schedule,
+        grad_accum: usize,
+        device: B::Device,
+    ) -> Self {
+        Trainer {
+            family,
+            model: Some(model),
+            base_lr: optimizer.learning_rate,
+            optim: GroupedAdamW::new(optimizer, groups),
+            accum: GradientsAccumulator::new(),
+            strategy,
+            schedule,
+            grad_accum: grad_accum.max(1),
+            device,
+            step: 0,
+            micro: 0,
+            loss_sum: 0.0,
+            tokens: 0,
+        }
+    }
+
+    pub fn model(&self) -> &F::Model<B> {
+        self.model.as_ref().expect("model present between steps")
+    }
+
+    pub fn into_model(mut self) -> F::Model<B> {
+        self.model.take().expect("model present between steps")
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// Loss of `inputs` without training (evaluation).
+    pub fn eval_loss(&self, inputs: &F::Inputs) -> Result<(f64, usize)> {
+        let model = self.model();
+        let labels = self
+            .family
+            .tokens(inputs)
+            .labels
+            .as_ref()
+            .ok_or_else(|| Error::Batch("no labels".into()))?;
+        let logits = self.family.forward(model, inputs, &self.device)?;
+        let (loss, n) = causal_lm_loss(logits, &labels.data);
+        Ok((loss.into_scalar().elem::<f64>(), n))
+    }
+
+    /// Forward and backward of one micro-batch; every `grad_accum` micro-batches, an optimizer
+    /// step, whose statistics are returned.
+    pub fn micro_step(&mut self, inputs: &F::Inputs) -> Result<Option<StepStats>> {
+        let model = self.model.take().expect("model present between steps");
+        let result = self.accumulate(&model, inputs);
+        self.model = Some(model);
+        result?;
+        self.micro += 1;
+        if self.micro < self.grad_accum {
+            return Ok(None);
+        }
+        let grads = self.accum.grads();
+        let lr_factor = self.schedule.factor(self.step);
+        let base = self.base_lr * lr_factor;
+        let strategy = self.strategy;
+        let model = self.model.take().expect("model present between steps");
+        let (model, grad_norm) = self.optim.step(model, grads, |part: Part| {
+            strategy.learning_rate(part, self.base_lr) * lr_factor
+        });
+        self.model = Some(model);
+        self.step += 1;
+        let stats = StepStats {
+            step: self.step,
+            loss: self.loss_sum / self.micro as f64,
+            tokens: self.tokens,
+            lr: base,
+            grad_norm,
+        };
+        self.micro = 0;
+        self.loss_sum = 0.0;
+        self.tokens = 0;
+        Ok(Some(stats))
+    }
+
+    fn accumulate(&mut self, model: &F::Model<B>, inputs: &F::Inputs) -> Result<()> {
+        let labels = self
+            .family
+            .tokens(inputs)
+            .labels
+            .as_ref()
+            .ok_or_else(|| Error::Batch("no labels".into()))?;
+        let logits = self.family.forward(model, inputs, &self.device)?;
+        let (loss, n) = causal_lm_loss(logits, &labels.data);
+        let value: f64 = loss.clone().into_scalar().elem();
+        if !value.is_finite() {
+            return Err(Error::Unsupported(format!(
+                "the loss is {value} at step {}: training stopped",
+                self.step + 1
+            )));
+        }
+        // HF scales the loss of each micro-batch by 1 / gradient_accumulation_steps.
+        let grads = (loss / self.grad_accum as f64).backward();
+        let grads = GradientsParams::from_grads(grads, model);
+        self.accum.accumulate(model, grads);
+        self.loss_sum += value;
+        self.tokens += n;
+        Ok(())
+    }
+}
