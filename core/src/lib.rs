@@ -13,6 +13,7 @@ pub mod backend;
 pub mod collator;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod family;
 pub mod fs;
 pub mod llm;

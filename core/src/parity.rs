@@ -109,6 +109,7 @@ pub fn run<B: AutodiffBackend, F: FamilyModel>(
         vision_tower: PartPlan::FROZEN,
         projector: PartPlan::FROZEN,
         llm: PartPlan::FROZEN,
+        adapter: None,
     };
     let (model, _) = build_model::<B, F>(family, &model_dir, DType::F32, &frozen, device)?;
     let start = Instant::now();
@@ -138,11 +139,13 @@ pub fn run<B: AutodiffBackend, F: FamilyModel>(
     if adapter_dir.is_dir() {
         let registry = LoraRegistry::default();
         let adapter = AdapterWeights::open(&adapter_dir, &family.key_rules())?;
-        let plan = PartPlan::from_adapter(&adapter, &registry);
+        let names = |n: &str| family.runtime_name(n);
+        let plan = PartPlan::from_adapter(&adapter, &registry).with_runtime_names(&names);
         let plans = Plans {
             vision_tower: plan,
             projector: plan,
             llm: plan,
+            adapter: Some(&adapter),
         };
         let (model, _) = build_model::<B, F>(family, &model_dir, DType::F32, &plans, device)?;
         let expected = TensorFile::open(dir.join("expected_lora.safetensors"))?;

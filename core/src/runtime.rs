@@ -10,7 +10,7 @@ use crate::model_dir::ModelDir;
 use crate::nn::plan::{AdapterWeights, LoraRegistry, PartPlan};
 use crate::strategy::Part;
 use crate::tensor_file::{HostTensor, TensorFile};
-use crate::weights::{KeyRules, WeightStore};
+use crate::weights::{KeyRules, ParamInfo, WeightStore};
 use burn::module::{Module, ParamId};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
@@ -22,6 +22,8 @@ pub struct Plans<'a> {
     pub vision_tower: PartPlan<'a>,
     pub projector: PartPlan<'a>,
     pub llm: PartPlan<'a>,
+    /// A PEFT adapter whose saved modules replace base weights.
+    pub adapter: Option<&'a AdapterWeights>,
 }
 
 impl<'a> Plans<'a> {
@@ -109,6 +111,19 @@ pub trait FamilyModel: Send + Sync + std::fmt::Debug + 'static {
     /// The part a parameter or LoRA layer belongs to, from its checkpoint name.
     fn part_of(&self, name: &str) -> Part;
 
+    /// The module name transformers gives a canonical name at run time, which PEFT adapters
+    /// use (e.g. LLaVA's `language_model.model.layers.0` is `model.language_model.layers.0`).
+    fn runtime_name(&self, canonical: &str) -> String {
+        canonical.to_string()
+    }
+
+    /// Canonical prefixes of the whole modules that make up a part, for PEFT's
+    /// `modules_to_save` when the part trains fully next to LoRA.
+    fn part_modules(&self, part: Part) -> &'static [&'static str] {
+        let _ = part;
+        &[]
+    }
+
     /// Reads a batch stored under HF's forward-argument names (the fixture format).
     fn read_inputs(&self, file: &TensorFile) -> Result<Self::Inputs>;
 
@@ -123,11 +138,11 @@ pub trait FamilyModel: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Tensor<B, 3>>;
 }
 
-/// What loading learned about a model's parameters: the checkpoint name of every base
-/// parameter, by id (LoRA layers are in the plans' [`LoraRegistry`]).
+/// What loading learned about a model's parameters: where every base parameter came from, by
+/// id (LoRA layers are in the plans' [`LoraRegistry`]).
 #[derive(Debug, Clone, Default)]
 pub struct ModelInfo {
-    pub param_names: HashMap<ParamId, String>,
+    pub params: HashMap<ParamId, ParamInfo>,
 }
 
 /// Opens the weights of `dir` and builds `F`'s model with the given plans, strictly.
@@ -138,7 +153,12 @@ pub fn build_model<B: Backend, F: FamilyModel>(
     plans: &Plans<'_>,
     device: &B::Device,
 ) -> Result<(F::Model<B>, ModelInfo)> {
-    let store = WeightStore::open(&dir.weights()?, &family.key_rules(), dtype)?;
+    let mut store = WeightStore::open(&dir.weights()?, &family.key_rules(), dtype)?;
+    if let Some(adapter) = plans.adapter {
+        for (path, rules) in &adapter.overrides {
+            store.add_overrides(path, rules)?;
+        }
+    }
     let model = family.build(dir, &store, plans, device)?;
     store.finish()?;
     for plan in [&plans.vision_tower, &plans.projector, &plans.llm] {
@@ -149,7 +169,7 @@ pub fn build_model<B: Backend, F: FamilyModel>(
     Ok((
         model,
         ModelInfo {
-            param_names: store.param_names(),
+            params: store.param_infos(),
         },
     ))
 }
@@ -170,14 +190,19 @@ impl<F: FamilyModel> ModelLoader for F {
             Some(path) => Some(AdapterWeights::open(path, &self.key_rules())?),
             None => None,
         };
-        let plan = |part: Part| match &adapter {
-            Some(a) => PartPlan::from_adapter(a, &registry),
-            None => PartPlan::from_strategy(options.strategy.part(part), &registry),
+        let names = |n: &str| self.runtime_name(n);
+        let plan = |part: Part| {
+            match &adapter {
+                Some(a) => PartPlan::from_adapter(a, &registry),
+                None => PartPlan::from_strategy(options.strategy.part(part), &registry),
+            }
+            .with_runtime_names(&names)
         };
         let plans = Plans {
             vision_tower: plan(Part::VisionTower),
             projector: plan(Part::Projector),
             llm: plan(Part::Llm),
+            adapter: adapter.as_ref(),
         };
         Ok(build_model(self, dir, options.dtype, &plans, device)?.0)
     }

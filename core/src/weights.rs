@@ -25,6 +25,8 @@ pub struct KeyRules {
     /// Tensors in files that are not weights (cached buffers such as `rotary_emb.inv_freq`):
     /// dropped when the name ends with one of these.
     pub ignore_suffixes: Vec<String>,
+    /// When not empty, only names ending with one of these are kept.
+    pub keep_suffixes: Vec<String>,
 }
 
 impl KeyRules {
@@ -36,6 +38,22 @@ impl KeyRules {
     pub fn ignore_suffix(mut self, suffix: &str) -> Self {
         self.ignore_suffixes.push(suffix.to_string());
         self
+    }
+
+    pub fn keep_suffix(mut self, suffix: &str) -> Self {
+        self.keep_suffixes.push(suffix.to_string());
+        self
+    }
+
+    fn skips(&self, name: &str) -> bool {
+        self.ignore_suffixes
+            .iter()
+            .any(|s| name.ends_with(s.as_str()))
+            || (!self.keep_suffixes.is_empty()
+                && !self
+                    .keep_suffixes
+                    .iter()
+                    .any(|s| name.ends_with(s.as_str())))
     }
 
     fn canonical(&self, name: &str) -> String {
@@ -59,9 +77,43 @@ pub struct WeightStore {
     files: Vec<TensorFile>,
     entries: BTreeMap<String, Entry>,
     used: Mutex<BTreeSet<String>>,
-    /// Checkpoint name of every parameter built from this store.
-    params: Mutex<HashMap<ParamId, String>>,
+    /// Every parameter built from this store.
+    params: Mutex<HashMap<ParamId, ParamInfo>>,
     dtype: DType,
+}
+
+/// Where a parameter came from: its canonical name, its name and shape in the checkpoint file,
+/// and whether it was transposed at load (linear weights, which we hold `[in, out]`, and patch
+/// convolutions, also reshaped); [`ParamInfo::to_checkpoint`] undoes that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamInfo {
+    pub name: String,
+    pub original: String,
+    pub shape: Vec<usize>,
+    pub transposed: bool,
+}
+
+impl ParamInfo {
+    /// A parameter's values `param` (row-major) in the file's layout.
+    pub fn to_checkpoint(&self, param: HostTensor<f32>) -> HostTensor<f32> {
+        if !self.transposed {
+            return HostTensor {
+                shape: self.shape.clone(),
+                data: param.data,
+            };
+        }
+        let (rows, cols) = (param.shape[0], param.shape[1]);
+        let mut data = vec![0f32; param.data.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                data[c * rows + r] = param.data[r * cols + c];
+            }
+        }
+        HostTensor {
+            shape: self.shape.clone(),
+            data,
+        }
+    }
 }
 
 /// A parameter id derived from a name (64-bit FNV-1a), stable across runs.
@@ -86,11 +138,7 @@ impl WeightStore {
         for (i, path) in paths.iter().enumerate() {
             let file = TensorFile::open(path)?;
             for name in file.names() {
-                if rules
-                    .ignore_suffixes
-                    .iter()
-                    .any(|s| name.ends_with(s.as_str()))
-                {
+                if rules.skips(&name) {
                     continue;
                 }
                 let canonical = rules.canonical(&name);
@@ -124,6 +172,39 @@ impl WeightStore {
         })
     }
 
+    /// Replaces base tensors with those of `path` (a PEFT adapter's `modules_to_save` weights):
+    /// each must name a tensor the base has.
+    pub fn add_overrides(&mut self, path: &Path, rules: &KeyRules) -> Result<()> {
+        let file = TensorFile::open(path)?;
+        let index = self.files.len();
+        let mut any = false;
+        for name in file.names() {
+            if rules.skips(&name) {
+                continue;
+            }
+            let canonical = rules.canonical(&name);
+            if !self.entries.contains_key(&canonical) {
+                return Err(Error::tensor(
+                    path,
+                    &name,
+                    "replaces a weight the base model does not have",
+                ));
+            }
+            self.entries.insert(
+                canonical,
+                Entry {
+                    file: index,
+                    original: name,
+                },
+            );
+            any = true;
+        }
+        if any {
+            self.files.push(file);
+        }
+        Ok(())
+    }
+
     pub fn root(&self) -> Vars<'_> {
         Vars {
             store: self,
@@ -131,8 +212,8 @@ impl WeightStore {
         }
     }
 
-    /// The checkpoint name of every parameter built from this store, by id.
-    pub fn param_names(&self) -> HashMap<ParamId, String> {
+    /// Every parameter built from this store, by id.
+    pub fn param_infos(&self) -> HashMap<ParamId, ParamInfo> {
         self.params.lock().expect("weight store lock").clone()
     }
 
@@ -317,13 +398,42 @@ impl<'s> Vars<'s> {
         tensor: Tensor<B, D>,
         trainable: bool,
     ) -> Param<Tensor<B, D>> {
+        self.register(leaf, tensor, trainable, false)
+    }
+
+    /// [`Vars::wrap`] for a weight held transposed (`[in, out]`, from a file's `[out, ...in]`).
+    pub fn wrap_transposed<B: Backend>(
+        &self,
+        leaf: &str,
+        tensor: Tensor<B, 2>,
+        trainable: bool,
+    ) -> Param<Tensor<B, 2>> {
+        self.register(leaf, tensor, trainable, true)
+    }
+
+    fn register<B: Backend, const D: usize>(
+        &self,
+        leaf: &str,
+        tensor: Tensor<B, D>,
+        trainable: bool,
+        transposed: bool,
+    ) -> Param<Tensor<B, D>> {
         let name = self.name(leaf);
         let id = param_id(&name);
+        let entry = self.store.entries.get(&name);
+        let info = ParamInfo {
+            original: entry.map_or_else(|| name.clone(), |e| e.original.clone()),
+            shape: entry
+                .and_then(|e| self.store.files[e.file].shape(&e.original).ok())
+                .unwrap_or_else(|| tensor.dims().to_vec()),
+            name,
+            transposed,
+        };
         self.store
             .params
             .lock()
             .expect("weight store lock")
-            .insert(id, name);
+            .insert(id, info);
         Param::initialized(id, tensor).set_require_grad(trainable)
     }
 

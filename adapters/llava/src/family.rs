@@ -210,6 +210,36 @@ impl FamilyModel for LlavaFamily {
         }
     }
 
+    fn runtime_name(&self, canonical: &str) -> String {
+        const MAP: [(&str, &str); 5] = [
+            ("language_model.model", "model.language_model"),
+            ("language_model.lm_head", "lm_head"),
+            ("vision_tower.vision_model", "model.vision_tower"),
+            ("multi_modal_projector", "model.multi_modal_projector"),
+            ("image_newline", "model.image_newline"),
+        ];
+        for (from, to) in MAP {
+            if canonical == from {
+                return to.to_string();
+            }
+            if let Some(rest) = canonical
+                .strip_prefix(from)
+                .and_then(|r| r.strip_prefix('.'))
+            {
+                return format!("{to}.{rest}");
+            }
+        }
+        canonical.to_string()
+    }
+
+    fn part_modules(&self, part: Part) -> &'static [&'static str] {
+        match part {
+            Part::VisionTower => &["vision_tower.vision_model"],
+            Part::Projector => &["multi_modal_projector"],
+            Part::Llm => &[],
+        }
+    }
+
     fn read_inputs(&self, file: &TensorFile) -> Result<LlavaInputs> {
         Ok(LlavaInputs {
             tokens: Tokens::from_file(file)?,

@@ -32,7 +32,7 @@ impl<B: Backend> Linear<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let trainable = plan.trainable;
-        let weight = vars.wrap(
+        let weight = vars.wrap_transposed(
             "weight",
             vars.linear_weight("weight", d_in, d_out, device)?,
             trainable,

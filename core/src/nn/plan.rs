@@ -13,8 +13,12 @@ use std::sync::Mutex;
 /// A PEFT adapter file opened for loading: names are the checkpoint's module paths with
 /// `.lora_A.weight` / `.lora_B.weight` appended, after the family's [`KeyRules`].
 pub struct AdapterWeights {
+    /// The LoRA tensors.
     pub store: WeightStore,
     pub config: LoraConfig,
+    /// Files whose other tensors replace base weights (`modules_to_save`, and the
+    /// `non_lora_trainables.safetensors` lmms writes), with the rules that name them.
+    pub overrides: Vec<(std::path::PathBuf, KeyRules)>,
 }
 
 impl AdapterWeights {
@@ -29,12 +33,26 @@ impl AdapterWeights {
             adapter_rules = adapter_rules.rename(&format!("base_model.model.{from}"), to);
         }
         let adapter_rules = adapter_rules.rename("base_model.model.", "");
-        let store = WeightStore::from_paths(
-            &[dir.join("adapter_model.safetensors")],
-            &adapter_rules,
-            crate::loader::DType::F32,
-        )?;
-        Ok(AdapterWeights { store, config })
+        let file = dir.join("adapter_model.safetensors");
+        let lora_rules = adapter_rules
+            .clone()
+            .keep_suffix(".lora_A.weight")
+            .keep_suffix(".lora_B.weight");
+        let store =
+            WeightStore::from_paths(&[file.clone()], &lora_rules, crate::loader::DType::F32)?;
+        let saved_rules = adapter_rules
+            .ignore_suffix(".lora_A.weight")
+            .ignore_suffix(".lora_B.weight");
+        let mut overrides = vec![(file, saved_rules)];
+        let loose = dir.join("non_lora_trainables.safetensors");
+        if loose.is_file() {
+            overrides.push((loose, rules.clone()));
+        }
+        Ok(AdapterWeights {
+            store,
+            config,
+            overrides,
+        })
     }
 }
 
@@ -126,6 +144,9 @@ pub struct PartPlan<'a> {
     /// Where LoRA weights come from; fresh PEFT initialisation when `None`.
     pub adapter: Option<&'a WeightStore>,
     pub registry: Option<&'a LoraRegistry>,
+    /// The family's run-time module names: PEFT matches `target_modules` against those, so a
+    /// layer is targeted when its checkpoint path or its run-time name matches.
+    pub runtime_name: Option<&'a (dyn Fn(&str) -> String + Sync)>,
 }
 
 impl<'a> PartPlan<'a> {
@@ -134,6 +155,7 @@ impl<'a> PartPlan<'a> {
         lora: None,
         adapter: None,
         registry: None,
+        runtime_name: None,
     };
 
     pub fn from_strategy(s: &'a PartStrategy, registry: &'a LoraRegistry) -> Self {
@@ -142,6 +164,7 @@ impl<'a> PartPlan<'a> {
             lora: s.lora(),
             adapter: None,
             registry: Some(registry),
+            runtime_name: None,
         }
     }
 
@@ -152,7 +175,13 @@ impl<'a> PartPlan<'a> {
             lora: Some(&a.config),
             adapter: Some(&a.store),
             registry: Some(registry),
+            runtime_name: None,
         }
+    }
+
+    pub fn with_runtime_names(mut self, f: &'a (dyn Fn(&str) -> String + Sync)) -> Self {
+        self.runtime_name = Some(f);
+        self
     }
 
     /// The LoRA adapter for the linear layer at `path`, if this plan targets it.
@@ -169,7 +198,13 @@ impl<'a> PartPlan<'a> {
         let targeted = match &config.target_modules {
             // PEFT's "all-linear" leaves the output layer alone.
             TargetModules::AllLinear => !path.ends_with("lm_head"),
-            t => t.matches(path)?,
+            t => {
+                t.matches(path)?
+                    || match self.runtime_name {
+                        Some(f) => t.matches(&f(path))?,
+                        None => false,
+                    }
+            }
         };
         if !targeted {
             return Ok(None);

@@ -51,7 +51,11 @@ pub fn param_groups<B: AutodiffBackend, F: FamilyModel>(
 where
     F::Model<B>: AutodiffModule<B>,
 {
-    let mut names: HashMap<ParamId, String> = info.param_names.clone();
+    let mut names: HashMap<ParamId, String> = info
+        .params
+        .iter()
+        .map(|(id, p)| (*id, p.name.clone()))
+        .collect();
     for e in lora {
         names.insert(e.lora_a, e.path.clone());
         names.insert(e.lora_b, e.path.clone());

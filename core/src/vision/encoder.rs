@@ -105,7 +105,7 @@ impl<B: Backend> VisionTransformer<B> {
         let e = vars.pp("embeddings");
         let pe = e.pp("patch_embedding");
         let conv = pe.tensor::<B, 4>("weight", [h, ch, p, p], device)?;
-        let patch_embedding = pe.wrap(
+        let patch_embedding = pe.wrap_transposed(
             "weight",
             conv.reshape([h, ch * p * p]).transpose(),
             plan.trainable,
