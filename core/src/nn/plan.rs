@@ -38,8 +38,11 @@ impl AdapterWeights {
             .clone()
             .keep_suffix(".lora_A.weight")
             .keep_suffix(".lora_B.weight");
-        let store =
-            WeightStore::from_paths(&[file.clone()], &lora_rules, crate::loader::DType::F32)?;
+        let store = WeightStore::from_paths(
+            std::slice::from_ref(&file),
+            &lora_rules,
+            crate::loader::DType::F32,
+        )?;
         let saved_rules = adapter_rules
             .ignore_suffix(".lora_A.weight")
             .ignore_suffix(".lora_B.weight");
