@@ -36,10 +36,71 @@ pub enum Command {
     SupportedModels(SupportedModelsArgs),
 
     /// Fine-tune a model on a dataset.
-    Train(Box<TrainArgs>),
+    Train(Box<crate::train_args::TrainArgs>),
 
     /// Check a model family against Hugging Face transformers on fixture directories.
     Parity(ParityArgs),
+
+    /// Work with datasets (`lmms data check`).
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Validate a dataset without training: every problem (file, sample, reason) and statistics.
+    Check(DataCheckArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Formats: LLaVA / lmms-finetune JSON list or JSONL (`image`, `video`, \
+    `system_prompt`, `conversations` with `<image>`/`<video>`), InternLM-XComposer2 JSON \
+    (`<ImageHere>`), and XComposer2 `data.txt` mixtures (`<json path> <samples in thousands>`).\n\
+    Exits with status 1 when any sample is broken.\n\n\
+    Examples:\n  \
+    lmms data check --data train.json --image-folder images/\n  \
+    lmms data check --data data.txt --tokenizer ./my-model --max-length 2048"
+)]
+pub struct DataCheckArgs {
+    /// The dataset: a JSON list, JSONL, or a data.txt mixture.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+
+    /// Folder that relative image paths are resolved against (default: the data file's folder).
+    #[arg(long, value_name = "DIR")]
+    pub image_folder: Option<PathBuf>,
+
+    /// Folder that relative video paths are resolved against (default: the data file's folder).
+    #[arg(long, value_name = "DIR")]
+    pub video_folder: Option<PathBuf>,
+
+    /// A model (registered id, hub path in the local cache, or directory) whose tokenizer and
+    /// chat template give token statistics.
+    #[arg(long, value_name = "ID|DIR")]
+    pub model: Option<String>,
+
+    /// The local directory holding the weights of a registered model id.
+    #[arg(long, value_name = "DIR", requires = "model")]
+    pub model_path: Option<PathBuf>,
+
+    /// A directory with tokenizer.json (and tokenizer_config.json, a chat template) for token
+    /// statistics, for models whose family is not implemented yet.
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
+    pub tokenizer: Option<PathBuf>,
+
+    /// A built-in chat template (llava-1.5, vicuna, chatml, qwen2, qwen2-vl, internlm2, llama-3,
+    /// phi-3), used when the tokenizer directory has none, or to override it.
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+
+    /// Sequence limit in tokens: samples over it are listed.
+    #[arg(long, value_name = "N")]
+    pub max_length: Option<usize>,
+
+    /// Only check that media files exist (skip decoding the images).
+    #[arg(long)]
+    pub no_decode: bool,
 }
 
 #[derive(Debug, Args)]
@@ -73,96 +134,4 @@ pub struct SupportedModelsArgs {
     /// Only models whose family is implemented.
     #[arg(long)]
     pub implemented: bool,
-}
-
-#[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  \
-    lmms train --model qwen2-vl-7b-instruct --data train.json --image-folder images/ --use-lora\n  \
-    lmms train --model ./my-llava-dir --data train.jsonl --output-dir out/ --max-steps 100")]
-pub struct TrainArgs {
-    /// A registered model id (see `supported-models`), a Hugging Face hub path found in the
-    /// local cache, or a local model directory.
-    #[arg(long, value_name = "ID|DIR")]
-    pub model: String,
-
-    /// The local directory holding the weights of a registered model id (skips the cache
-    /// lookup).
-    #[arg(long, value_name = "DIR")]
-    pub model_path: Option<PathBuf>,
-
-    /// Training data: a JSON list or JSONL file of conversations.
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
-
-    /// Folder that relative image paths in the data are resolved against.
-    #[arg(long, value_name = "DIR")]
-    pub image_folder: Option<PathBuf>,
-
-    /// Folder that relative video paths in the data are resolved against.
-    #[arg(long, value_name = "DIR")]
-    pub video_folder: Option<PathBuf>,
-
-    /// Where checkpoints, metrics and the final model or adapter are written.
-    #[arg(long, value_name = "DIR", default_value = "output")]
-    pub output_dir: PathBuf,
-
-    /// Train LoRA adapters on the LLM instead of all its weights.
-    #[arg(long)]
-    pub use_lora: bool,
-
-    /// QLoRA: keep the LLM's frozen weights in 4 bits and train LoRA on top.
-    #[arg(long, conflicts_with = "use_lora")]
-    pub q_lora: bool,
-
-    /// LoRA rank.
-    #[arg(long, default_value_t = 8, value_name = "R")]
-    pub lora_rank: usize,
-
-    /// LoRA alpha (the update is scaled by alpha / rank).
-    #[arg(long, default_value_t = 8.0, value_name = "ALPHA")]
-    pub lora_alpha: f64,
-
-    /// LoRA dropout probability.
-    #[arg(long, default_value_t = 0.05, value_name = "P")]
-    pub lora_dropout: f64,
-
-    /// Train the vision tower too (fully, or with LoRA given --use-vision-lora).
-    #[arg(long)]
-    pub train_vision_encoder: bool,
-
-    /// Use LoRA on the vision tower (needs --train-vision-encoder).
-    #[arg(long, requires = "train_vision_encoder")]
-    pub use_vision_lora: bool,
-
-    /// Whether the projector trains.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub train_vision_projector: bool,
-
-    /// Stop after this many optimizer steps.
-    #[arg(long, value_name = "N", conflicts_with = "epochs")]
-    pub max_steps: Option<u64>,
-
-    /// Number of passes over the data.
-    #[arg(long, value_name = "N")]
-    pub epochs: Option<f64>,
-
-    /// Write a checkpoint every N steps.
-    #[arg(long, value_name = "N")]
-    pub save_steps: Option<u64>,
-
-    /// Seed for shuffling, dropout and initialisation.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-
-    /// Continue from the last checkpoint in --output-dir.
-    #[arg(long)]
-    pub resume: bool,
-
-    /// A TOML file with any of these options (flags given here override it).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Device to train on: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    pub device: DeviceSpec,
 }

@@ -4,6 +4,7 @@
 mod args;
 mod builtin;
 mod commands;
+mod train_args;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -2,4 +2,13 @@
 //! templates, media token expansion, label masking, HF-exact image preprocessing).
 //!
 //! - [`dataset`]: dataset file formats and their validation.
+//! - [`template`]: chat templates (found where HF keeps them, rendered as transformers does,
+//!   built-in fallbacks).
+//! - [`text`]: tokenization and label masking (only assistant replies train), media
+//!   placeholder expansion hook, length limits.
 //! - [`image`]: image processors matching the HF ones, pixel for pixel where the resize allows.
+
+pub mod dataset;
+pub mod image;
+pub mod template;
+pub mod text;

@@ -4,14 +4,58 @@
 
 use crate::data::Sample;
 use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+/// What to do with a sample longer than the limit. Media tokens are never cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OverLength {
+    /// Leave the sample out of training, with a warning naming it.
+    #[default]
+    Skip,
+    /// Stop with an error naming the sample.
+    Reject,
+}
+
+/// Settings every family's collator honours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CollateOptions {
+    /// Longest sequence (tokens, media included); `None` = the model's limit.
+    pub model_max_length: Option<usize>,
+    pub over_length: OverLength,
+    /// Train on every token, not only the assistant replies.
+    pub train_on_everything: bool,
+    /// Frames sampled uniformly from each video.
+    pub num_frames: usize,
+}
+
+impl Default for CollateOptions {
+    fn default() -> Self {
+        CollateOptions {
+            model_max_length: None,
+            over_length: OverLength::Skip,
+            train_on_everything: false,
+            num_frames: 8,
+        }
+    }
+}
+
+/// One sample the collator left out, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub origin: crate::data::SampleOrigin,
+    pub reason: String,
+}
 
 pub trait Collator: Send + Sync {
     /// Host-side tensors of one batch (token ids, labels, attention mask, pixel values...).
     type Batch: Send;
 
-    /// Collates `samples` into one batch. Errors name the sample (via its
+    /// Collates `samples` into one batch, leaving out (and reporting) samples that the options
+    /// say to skip; `None` when none is left. Errors name the sample (via its
     /// [`SampleOrigin`](crate::data::SampleOrigin)).
-    fn collate(&self, samples: &[&Sample]) -> Result<Self::Batch>;
+    fn collate(&self, samples: &[&Sample]) -> Result<(Option<Self::Batch>, Vec<Skipped>)>;
 
     /// The number of tokens `sample` becomes, for length limits and statistics.
     fn num_tokens(&self, sample: &Sample) -> Result<usize>;

@@ -95,7 +95,9 @@ pub struct PeftExport<'a> {
     pub base_model_name_or_path: Option<&'a str>,
 }
 
-/// Writes the adapter into `dir` (created or replaced atomically).
+/// Writes the adapter into `dir` (created if needed; other files there are left alone). Each
+/// file is written atomically, the weights first and `adapter_config.json` last, so a config
+/// never points at missing or partial weights.
 pub fn save_peft_adapter<B: Backend, M: Module<B>>(
     dir: &Path,
     model: &M,
@@ -172,15 +174,111 @@ pub fn save_peft_adapter<B: Backend, M: Module<B>>(
         "revision": null,
         "created_by": format!("lmms {}", crate::CORE_VERSION),
     });
-    crate::fs::write_dir_atomic(dir, |tmp| {
-        let json = serde_json::to_string_pretty(&config).expect("json");
-        crate::fs::write_atomic(&tmp.join("adapter_config.json"), json.as_bytes())?;
-        write_f32(&tmp.join("adapter_model.safetensors"), &tensors)?;
-        if !loose.is_empty() {
-            write_f32(&tmp.join("non_lora_trainables.safetensors"), &loose)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_f32(&dir.join("adapter_model.safetensors"), &tensors)?;
+    let loose_path = dir.join("non_lora_trainables.safetensors");
+    if !loose.is_empty() {
+        write_f32(&loose_path, &loose)?;
+    } else if loose_path.is_file() {
+        std::fs::remove_file(&loose_path).map_err(|e| Error::io(&loose_path, e))?;
+    }
+    let json = serde_json::to_string_pretty(&config).expect("json");
+    crate::fs::write_atomic(&dir.join("adapter_config.json"), json.as_bytes())
+}
+
+/// Files of a model directory that describe how to use it rather than its weights; copied
+/// next to what training writes so the output is a complete model or adapter directory.
+pub const SIDE_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "video_preprocessor_config.json",
+    "generation_config.json",
+];
+
+/// Copies the [`SIDE_FILES`] present in `from` into `to`.
+pub fn copy_side_files(from: &Path, to: &Path) -> Result<()> {
+    for name in SIDE_FILES {
+        let src = from.join(name);
+        if src.is_file() {
+            let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+            crate::fs::write_atomic(&to.join(name), &bytes)?;
         }
-        Ok(())
-    })
+    }
+    Ok(())
+}
+
+/// Writes a full model in the base checkpoint's own layout: every parameter under its file
+/// name and shape, `config.json` and the side files copied from `base`. Shards above
+/// `shard_bytes` with a `model.safetensors.index.json`, as `save_pretrained` does.
+pub fn save_full_model<B: Backend, M: Module<B>>(
+    dir: &Path,
+    model: &M,
+    info: &ModelInfo,
+    base: &Path,
+    shard_bytes: usize,
+) -> Result<()> {
+    let ids: HashSet<ParamId> = info.params.keys().copied().collect();
+    let mut values = collect_values(model, &ids);
+    let mut tensors: Vec<(String, HostTensor<f32>)> = Vec::with_capacity(ids.len());
+    for (id, p) in &info.params {
+        let v = values.remove(id).ok_or_else(|| {
+            Error::Unsupported(format!("{}: parameter not found in the model", p.name))
+        })?;
+        tensors.push((p.original.clone(), p.to_checkpoint(v)));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let total: usize = tensors.iter().map(|(_, t)| t.data.len() * 4).sum();
+    if total <= shard_bytes {
+        write_f32(&dir.join("model.safetensors"), &tensors)?;
+    } else {
+        let mut shards: Vec<Vec<(String, HostTensor<f32>)>> = vec![Vec::new()];
+        let mut size = 0;
+        for t in tensors {
+            let bytes = t.1.data.len() * 4;
+            if size + bytes > shard_bytes && !shards.last().expect("one shard").is_empty() {
+                shards.push(Vec::new());
+                size = 0;
+            }
+            size += bytes;
+            shards.last_mut().expect("one shard").push(t);
+        }
+        let n = shards.len();
+        let mut weight_map = serde_json::Map::new();
+        for (i, shard) in shards.iter().enumerate() {
+            let name = format!("model-{:05}-of-{n:05}.safetensors", i + 1);
+            for (k, _) in shard {
+                weight_map.insert(k.clone(), serde_json::Value::String(name.clone()));
+            }
+            write_f32(&dir.join(&name), shard)?;
+        }
+        let index =
+            serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        let json = serde_json::to_string_pretty(&index).expect("json");
+        crate::fs::write_atomic(&dir.join("model.safetensors.index.json"), json.as_bytes())?;
+    }
+    // The weights are f32 now, whatever the base was.
+    let cfg_path = base.join("config.json");
+    let mut cfg = crate::model_dir::read_json(&cfg_path)?;
+    if let Some(obj) = cfg.as_object_mut() {
+        for key in ["torch_dtype", "dtype"] {
+            if obj.contains_key(key) {
+                obj.insert(key.into(), serde_json::Value::String("float32".into()));
+            }
+        }
+    }
+    let json = serde_json::to_string_pretty(&cfg).expect("json");
+    crate::fs::write_atomic(&dir.join("config.json"), json.as_bytes())?;
+    copy_side_files(base, dir)
 }
 
 #[cfg(test)]

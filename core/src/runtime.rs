@@ -4,14 +4,16 @@
 //! [`FamilyDescriptor`](crate::FamilyDescriptor) carries in its `runtime` field.
 
 use crate::backend::DeviceSpec;
+use crate::collator::{CollateOptions, Collator};
 use crate::error::{Error, Result};
 use crate::loader::{DType, LoadOptions, ModelLoader};
 use crate::model_dir::ModelDir;
 use crate::nn::plan::{AdapterWeights, LoraRegistry, PartPlan};
 use crate::strategy::Part;
 use crate::tensor_file::{HostTensor, TensorFile};
+use crate::train::run::{TrainObserver, TrainReport, TrainRequest};
 use crate::weights::{KeyRules, ParamInfo, WeightStore};
-use burn::module::{Module, ParamId};
+use burn::module::{AutodiffModule, Module, ParamId};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use std::collections::HashMap;
@@ -94,6 +96,8 @@ impl Tokens {
 pub trait FamilyModel: Send + Sync + std::fmt::Debug + 'static {
     /// Host-side inputs of one batch (token ids plus the family's vision tensors).
     type Inputs: Send;
+    /// Turns dataset samples into [`Self::Inputs`].
+    type Collator: Collator<Batch = Self::Inputs>;
     type Model<B: Backend>: Module<B>;
 
     /// Maps checkpoint names of every layout the family meets onto the one its modules use.
@@ -123,6 +127,9 @@ pub trait FamilyModel: Send + Sync + std::fmt::Debug + 'static {
         let _ = part;
         &[]
     }
+
+    /// The collator for the model in `dir` (its tokenizer, chat template, image processor).
+    fn collator(&self, dir: &ModelDir, options: &CollateOptions) -> Result<Self::Collator>;
 
     /// Reads a batch stored under HF's forward-argument names (the fixture format).
     fn read_inputs(&self, file: &TensorFile) -> Result<Self::Inputs>;
@@ -235,9 +242,47 @@ impl ParityCheck {
 pub trait DynFamily: Send + Sync + std::fmt::Debug {
     /// Runs the fixture in `dir` (see the fixture contract) and compares with its expectations.
     fn parity(&self, dir: &Path, device: DeviceSpec) -> Result<ParityReport>;
+
+    /// Trains (see [`crate::train::run`]).
+    fn train(
+        &self,
+        request: &TrainRequest<'_>,
+        device: DeviceSpec,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<TrainReport>;
 }
 
-impl<F: FamilyModel> DynFamily for F {
+impl<F: FamilyModel> DynFamily for F
+where
+    F::Model<crate::backend::CpuTrain>: AutodiffModule<crate::backend::CpuTrain>,
+{
+    fn train(
+        &self,
+        request: &TrainRequest<'_>,
+        device: DeviceSpec,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<TrainReport> {
+        match device {
+            DeviceSpec::Cpu => crate::train::run::run::<crate::backend::CpuTrain, F>(
+                self,
+                request,
+                &Default::default(),
+                observer,
+            ),
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(n) => {
+                let _ = n;
+                Err(Error::Unsupported(
+                    "training on CUDA lands with the CUDA backend work; use --device cpu".into(),
+                ))
+            }
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(_) => Err(Error::Unsupported(
+                "this lmms was built without CUDA: cargo build --release --features cuda".into(),
+            )),
+        }
+    }
+
     fn parity(&self, dir: &Path, device: DeviceSpec) -> Result<ParityReport> {
         match device {
             DeviceSpec::Cpu => {

@@ -1,10 +1,12 @@
 //! [`FamilyModel`] for the LLaVA variants: key layouts, inputs, forward.
 
+use crate::collate::LlavaCollator;
 use crate::config::{LlavaConfig, Variant};
 use crate::model::Llava;
 use crate::pack;
 use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::burn::tensor::{Tensor, TensorData};
+use lmms_core::collator::CollateOptions;
 use lmms_core::error::{Error, Result};
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};
@@ -183,6 +185,7 @@ impl LlavaFamily {
 
 impl FamilyModel for LlavaFamily {
     type Inputs = LlavaInputs;
+    type Collator = LlavaCollator;
     type Model<B: Backend> = Llava<B>;
 
     fn key_rules(&self) -> KeyRules {
@@ -238,6 +241,10 @@ impl FamilyModel for LlavaFamily {
             Part::Projector => &["multi_modal_projector"],
             Part::Llm => &[],
         }
+    }
+
+    fn collator(&self, dir: &ModelDir, options: &CollateOptions) -> Result<LlavaCollator> {
+        LlavaCollator::new(dir, options)
     }
 
     fn read_inputs(&self, file: &TensorFile) -> Result<LlavaInputs> {

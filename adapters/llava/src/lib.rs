@@ -2,6 +2,7 @@
 //! LLaVA-NeXT / 1.6 (`LlavaNextForConditionalGeneration`), LLaVA-NeXT-Video and LLaVA-OneVision.
 //! Mirrors transformers' `models/llava*/modeling_llava*.py`.
 
+pub mod collate;
 pub mod config;
 pub mod family;
 pub mod model;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod data;
 mod parity;
 mod supported_models;
 mod train;
@@ -12,5 +13,6 @@ pub fn run(command: Command, verbose: u8) -> anyhow::Result<ExitCode> {
         Command::SupportedModels(args) => supported_models::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Parity(args) => parity::run(&args, verbose > 0),
+        Command::Data(args) => data::run(&args),
     }
 }

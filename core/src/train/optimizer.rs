@@ -3,14 +3,17 @@
 //! parameters get no weight decay, as HF's Trainer arranges it. Clipping is by the global norm
 //! over all gradients (`clip_grad_norm_`), not burn's per-tensor clipping.
 
+use crate::error::{Error, Result};
 use crate::strategy::Part;
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -42,6 +45,18 @@ impl Default for OptimizerConfig {
 pub struct ParamGroup {
     pub part: Part,
     pub decay: bool,
+}
+
+impl ParamGroup {
+    fn file_stem(&self) -> String {
+        let part = match self.part {
+            Part::VisionTower => "vision_tower",
+            Part::Projector => "projector",
+            Part::Llm => "llm",
+        };
+        let decay = if self.decay { "decay" } else { "no_decay" };
+        format!("optimizer-{part}-{decay}")
+    }
 }
 
 /// Measures the global gradient norm (`scale: None`), or moves gradients into their groups
@@ -104,6 +119,33 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedAdamW<B, M> {
             groups,
             optims,
         }
+    }
+
+    /// Writes every group's AdamW state into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+        for (group, optim) in &self.optims {
+            let path = dir.join(group.file_stem());
+            recorder
+                .record(optim.to_record(), path.clone())
+                .map_err(|e| Error::config(&path, format!("cannot write optimizer state: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the state [`GroupedAdamW::save`] wrote.
+    pub fn load(mut self, dir: &Path, device: &B::Device) -> Result<Self> {
+        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+        let mut loaded = BTreeMap::new();
+        for (group, optim) in std::mem::take(&mut self.optims) {
+            let path = dir.join(group.file_stem());
+            let record = recorder
+                .load(path.clone(), device)
+                .map_err(|e| Error::config(&path, format!("cannot read optimizer state: {e}")))?;
+            loaded.insert(group, optim.load_record(record));
+        }
+        self.optims = loaded;
+        Ok(self)
     }
 
     pub fn groups(&self) -> &HashMap<ParamId, ParamGroup> {

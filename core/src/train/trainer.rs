@@ -144,6 +144,25 @@ where
         self.model.take().expect("model present between steps")
     }
 
+    /// Continues the step count of a resumed run (the schedule position follows it).
+    pub fn set_steps(&mut self, steps: u64) {
+        self.step = steps;
+    }
+
+    pub fn save_optimizer(&self, dir: &std::path::Path) -> Result<()> {
+        self.optim.save(dir)
+    }
+
+    /// Takes back the optimizer state of a checkpoint.
+    pub fn load_optimizer(&mut self, dir: &std::path::Path) -> Result<()> {
+        let optim = std::mem::replace(
+            &mut self.optim,
+            GroupedAdamW::new(OptimizerConfig::default(), HashMap::new()),
+        );
+        self.optim = optim.load(dir, &self.device)?;
+        Ok(())
+    }
+
     /// Optimizer steps taken so far.
     pub fn steps(&self) -> u64 {
         self.step
