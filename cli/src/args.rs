@@ -41,6 +41,12 @@ pub enum Command {
     /// Check a model family against Hugging Face transformers on fixture directories.
     Parity(ParityArgs),
 
+    /// Fold a PEFT LoRA adapter into its base model and write a standalone model.
+    Merge(MergeArgs),
+
+    /// Loss of a model (optionally with an adapter) on a dataset, per sample and overall.
+    Eval(EvalArgs),
+
     /// Work with datasets (`lmms data check`).
     #[command(subcommand)]
     Data(DataCommand),
@@ -134,4 +140,59 @@ pub struct SupportedModelsArgs {
     /// Only models whose family is implemented.
     #[arg(long)]
     pub implemented: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The output has the base checkpoint's layout and tensor names, so \
+    transformers' from_pretrained loads it like the base; config.json, tokenizer and processor \
+    files are copied from the base."
+)]
+pub struct MergeArgs {
+    /// The base model directory the adapter was trained on.
+    #[arg(long, value_name = "DIR")]
+    pub base: PathBuf,
+
+    /// The adapter directory (adapter_config.json + adapter_model.safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: PathBuf,
+
+    /// Where the merged model is written (must not exist yet).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model directory (or registered model id with --model-path / the HF cache).
+    #[arg(long, value_name = "ID|DIR")]
+    pub model: String,
+
+    /// The local directory of a registered model id.
+    #[arg(long, value_name = "DIR")]
+    pub model_path: Option<PathBuf>,
+
+    /// A PEFT LoRA adapter to apply.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+
+    /// The data: JSON list, JSONL or data.txt.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+
+    /// Folder that relative image paths are resolved against.
+    #[arg(long, value_name = "DIR")]
+    pub image_folder: Option<PathBuf>,
+
+    /// Folder that relative video paths are resolved against.
+    #[arg(long, value_name = "DIR")]
+    pub video_folder: Option<PathBuf>,
+
+    /// Longest sequence in tokens; longer samples are skipped and listed.
+    #[arg(long, value_name = "N")]
+    pub model_max_length: Option<usize>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -152,6 +152,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub seed: Option<u64>,
 
+    /// Start afresh in an --output-dir that holds an earlier run: its checkpoints, metrics and
+    /// trained model or adapter are deleted first.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub overwrite_output_dir: Option<bool>,
+
     /// Continue from the last checkpoint in --output-dir.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub resume: Option<bool>,
@@ -236,6 +241,7 @@ impl TrainArgs {
             eval_steps,
             logging_steps,
             seed,
+            overwrite_output_dir,
             resume,
             config,
             device

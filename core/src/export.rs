@@ -186,6 +186,50 @@ pub fn save_peft_adapter<B: Backend, M: Module<B>>(
     crate::fs::write_atomic(&dir.join("adapter_config.json"), json.as_bytes())
 }
 
+/// The base linear weights with each LoRA update folded in: `W + s * A * B` in our `[in, out]`
+/// layout, by the base weight's parameter id.
+pub fn merged_lora_weights<B: Backend, M: Module<B>>(
+    model: &M,
+    lora: &[LoraEntry],
+    scaling: f64,
+) -> Result<HashMap<ParamId, HostTensor<f32>>> {
+    let mut ids = HashSet::new();
+    for e in lora {
+        ids.extend([
+            e.lora_a,
+            e.lora_b,
+            crate::weights::param_id(&format!("{}.weight", e.path)),
+        ]);
+    }
+    let mut v = collect_values(model, &ids);
+    let mut out = HashMap::new();
+    for e in lora {
+        let wid = crate::weights::param_id(&format!("{}.weight", e.path));
+        let (Some(a), Some(b), Some(mut w)) =
+            (v.remove(&e.lora_a), v.remove(&e.lora_b), v.remove(&wid))
+        else {
+            return Err(Error::Unsupported(format!(
+                "{}: LoRA or base weight missing",
+                e.path
+            )));
+        };
+        let (d_in, r, d_out) = (a.shape[0], a.shape[1], b.shape[1]);
+        for i in 0..d_in {
+            for k in 0..r {
+                let aik = a.data[i * r + k] as f64 * scaling;
+                if aik == 0.0 {
+                    continue;
+                }
+                for o in 0..d_out {
+                    w.data[i * d_out + o] += (aik * b.data[k * d_out + o] as f64) as f32;
+                }
+            }
+        }
+        out.insert(wid, w);
+    }
+    Ok(out)
+}
+
 /// Files of a model directory that describe how to use it rather than its weights; copied
 /// next to what training writes so the output is a complete model or adapter directory.
 pub const SIDE_FILES: &[&str] = &[
@@ -226,8 +270,22 @@ pub fn save_full_model<B: Backend, M: Module<B>>(
     base: &Path,
     shard_bytes: usize,
 ) -> Result<()> {
+    save_full_model_with(dir, model, info, base, shard_bytes, HashMap::new())
+}
+
+/// [`save_full_model`] with some parameters' values replaced (in the module's layout), e.g.
+/// linear weights with a LoRA update folded in.
+pub fn save_full_model_with<B: Backend, M: Module<B>>(
+    dir: &Path,
+    model: &M,
+    info: &ModelInfo,
+    base: &Path,
+    shard_bytes: usize,
+    replaced: HashMap<ParamId, HostTensor<f32>>,
+) -> Result<()> {
     let ids: HashSet<ParamId> = info.params.keys().copied().collect();
     let mut values = collect_values(model, &ids);
+    values.extend(replaced);
     let mut tensors: Vec<(String, HostTensor<f32>)> = Vec::with_capacity(ids.len());
     for (id, p) in &info.params {
         let v = values.remove(id).ok_or_else(|| {

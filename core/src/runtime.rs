@@ -238,10 +238,44 @@ impl ParityCheck {
     }
 }
 
+/// One sample's evaluation.
+#[derive(Debug, Clone)]
+pub struct SampleEval {
+    pub origin: crate::data::SampleOrigin,
+    /// Sequence length (media tokens included).
+    pub tokens: usize,
+    /// Tokens the loss counts (labels not -100, shifted).
+    pub trained_tokens: usize,
+    pub loss: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EvalReport {
+    /// Token-weighted mean loss.
+    pub loss: f64,
+    pub trained_tokens: usize,
+    pub samples: Vec<SampleEval>,
+    pub skipped: Vec<crate::collator::Skipped>,
+}
+
 /// The object-safe face of a family's runtime, stored in its descriptor.
 pub trait DynFamily: Send + Sync + std::fmt::Debug {
     /// Runs the fixture in `dir` (see the fixture contract) and compares with its expectations.
     fn parity(&self, dir: &Path, device: DeviceSpec) -> Result<ParityReport>;
+
+    /// Folds the PEFT adapter in `adapter` into the base model in `base` and writes a
+    /// standalone model to `out` in the base's layout.
+    fn merge(&self, base: &ModelDir, adapter: &Path, out: &Path) -> Result<()>;
+
+    /// Loss of a model (optionally with a PEFT adapter) on `samples`, per sample and overall.
+    fn eval(
+        &self,
+        model: &ModelDir,
+        adapter: Option<&Path>,
+        samples: &[&crate::data::Sample],
+        options: &CollateOptions,
+        device: DeviceSpec,
+    ) -> Result<EvalReport>;
 
     /// Trains (see [`crate::train::run`]).
     fn train(
@@ -256,6 +290,94 @@ impl<F: FamilyModel> DynFamily for F
 where
     F::Model<crate::backend::CpuTrain>: AutodiffModule<crate::backend::CpuTrain>,
 {
+    fn merge(&self, base: &ModelDir, adapter: &Path, out: &Path) -> Result<()> {
+        type B = crate::backend::Cpu;
+        let device = Default::default();
+        let registry = LoraRegistry::default();
+        let weights = AdapterWeights::open(adapter, &self.key_rules())?;
+        let names = |n: &str| self.runtime_name(n);
+        let plan = PartPlan::from_adapter(&weights, &registry).with_runtime_names(&names);
+        let plans = Plans {
+            vision_tower: plan,
+            projector: plan,
+            llm: plan,
+            adapter: Some(&weights),
+        };
+        let (model, info) = build_model::<B, F>(self, base, DType::F32, &plans, &device)?;
+        let merged = crate::export::merged_lora_weights(
+            &model,
+            &registry.entries(),
+            weights.config.scaling(),
+        )?;
+        crate::export::save_full_model_with(out, &model, &info, &base.root, 5 << 30, merged)
+    }
+
+    fn eval(
+        &self,
+        model_dir: &ModelDir,
+        adapter: Option<&Path>,
+        samples: &[&crate::data::Sample],
+        options: &CollateOptions,
+        device: DeviceSpec,
+    ) -> Result<EvalReport> {
+        if device != DeviceSpec::Cpu {
+            return Err(Error::Unsupported(
+                "eval runs on --device cpu for now".into(),
+            ));
+        }
+        type B = crate::backend::Cpu;
+        let dev = Default::default();
+        let registry = LoraRegistry::default();
+        let weights = adapter
+            .map(|a| AdapterWeights::open(a, &self.key_rules()))
+            .transpose()?;
+        let names = |n: &str| self.runtime_name(n);
+        let plan = match &weights {
+            Some(w) => PartPlan::from_adapter(w, &registry).with_runtime_names(&names),
+            None => PartPlan::FROZEN,
+        };
+        let plans = Plans {
+            vision_tower: plan,
+            projector: plan,
+            llm: plan,
+            adapter: weights.as_ref(),
+        };
+        let (model, _) = build_model::<B, F>(self, model_dir, DType::F32, &plans, &dev)?;
+        let collator = self.collator(model_dir, options)?;
+        let mut report = EvalReport::default();
+        let (mut sum, mut count) = (0.0, 0usize);
+        for sample in samples {
+            let (inputs, skipped) = collator.collate(&[*sample])?;
+            let Some(inputs) = inputs else {
+                report.skipped.extend(skipped);
+                continue;
+            };
+            let labels = self
+                .tokens(&inputs)
+                .labels
+                .as_ref()
+                .ok_or_else(|| Error::Batch("no labels".into()))?;
+            let logits = self.forward(&model, &inputs, &dev)?;
+            let (loss, n) = crate::llm::loss::causal_lm_loss(logits, &labels.data);
+            let loss: f64 = burn::tensor::ElementConversion::elem(loss.into_scalar());
+            sum += loss * n as f64;
+            count += n;
+            report.samples.push(SampleEval {
+                origin: sample.origin.clone(),
+                tokens: self.tokens(&inputs).seq(),
+                trained_tokens: n,
+                loss,
+            });
+        }
+        report.loss = if count == 0 {
+            f64::NAN
+        } else {
+            sum / count as f64
+        };
+        report.trained_tokens = count;
+        Ok(report)
+    }
+
     fn train(
         &self,
         request: &TrainRequest<'_>,

@@ -70,6 +70,8 @@ struct Entry {
     file: usize,
     /// The name in the file, kept so exports can write the checkpoint's own layout back.
     original: String,
+    /// The name to read in `file` (differs from `original` for a tensor an adapter replaced).
+    key: String,
 }
 
 /// All tensors of a set of safetensors files, under canonical names.
@@ -157,6 +159,7 @@ impl WeightStore {
                     canonical,
                     Entry {
                         file: i,
+                        key: name.clone(),
                         original: name,
                     },
                 );
@@ -190,13 +193,9 @@ impl WeightStore {
                     "replaces a weight the base model does not have",
                 ));
             }
-            self.entries.insert(
-                canonical,
-                Entry {
-                    file: index,
-                    original: name,
-                },
-            );
+            let entry = self.entries.get_mut(&canonical).expect("checked above");
+            entry.file = index;
+            entry.key = name;
             any = true;
         }
         if any {
@@ -276,11 +275,11 @@ impl WeightStore {
             )
         })?;
         let file = &self.files[entry.file];
-        let t = file.f32(&entry.original)?;
+        let t = file.f32(&entry.key)?;
         if t.shape != expected {
             return Err(Error::tensor(
                 file.path(),
-                &entry.original,
+                &entry.key,
                 format!(
                     "has shape {:?} but config.json implies {:?}",
                     t.shape, expected
@@ -424,7 +423,7 @@ impl<'s> Vars<'s> {
         let info = ParamInfo {
             original: entry.map_or_else(|| name.clone(), |e| e.original.clone()),
             shape: entry
-                .and_then(|e| self.store.files[e.file].shape(&e.original).ok())
+                .and_then(|e| self.store.files[e.file].shape(&e.key).ok())
                 .unwrap_or_else(|| tensor.dims().to_vec()),
             name,
             transposed,

@@ -12,7 +12,7 @@ pub static INTERNLM2: FamilyDescriptor = FamilyDescriptor {
         ModelEntry::new("internlm2-chat-7b", "internlm/internlm2-chat-7b"),
     ],
     modalities: &[M::TextOnly],
-    strategies: &[S::Full, S::Lora, S::Qlora],
+    strategies: &[S::Full, S::Lora],
     status: Status::Planned {
         note: "model code and HF parity not landed yet",
     },

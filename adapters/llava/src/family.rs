@@ -44,6 +44,9 @@ pub struct LlavaInputs {
     pub pixel_values: Option<HostTensor<f32>>,
     pub image_sizes: Option<HostTensor<i64>>,
     pub pixel_values_videos: Option<HostTensor<f32>>,
+    /// Images per sample. OneVision tiles an image only when it is its sample's only one (HF's
+    /// `batch_num_images`); without it every image is tiled.
+    pub batch_num_images: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -120,9 +123,27 @@ impl LlavaFamily {
         let tile_len = ch * h * w;
         let mut data = Vec::new();
         let mut counts = Vec::with_capacity(n);
-        for i in 0..n {
+        // OneVision: images of multi-image samples keep only their base tile.
+        let single: Vec<bool> = match (&inputs.batch_num_images, c.variant) {
+            (Some(per_sample), Variant::OneVision) => per_sample
+                .iter()
+                .flat_map(|&k| std::iter::repeat_n(k == 1, k))
+                .collect(),
+            _ => vec![true; n],
+        };
+        if single.len() != n {
+            return Err(Error::Batch(format!(
+                "batch_num_images counts {} images but pixel_values holds {n}",
+                single.len()
+            )));
+        }
+        for (i, &alone) in single.iter().enumerate() {
             let original = (sizes.data[2 * i] as usize, sizes.data[2 * i + 1] as usize);
-            let tiles = anyres::num_tiles(original, &c.image_grid_pinpoints, c.vision.image_size);
+            let tiles = if alone {
+                anyres::num_tiles(original, &c.image_grid_pinpoints, c.vision.image_size)
+            } else {
+                1
+            };
             if tiles > max_tiles {
                 return Err(Error::Batch(format!(
                     "image {i} of size {original:?} needs {tiles} tiles but pixel_values holds {max_tiles}"
@@ -257,6 +278,17 @@ impl FamilyModel for LlavaFamily {
                 None
             },
             pixel_values_videos: optional_f32(file, "pixel_values_videos", &[5])?,
+            batch_num_images: if file.contains("batch_num_images") {
+                Some(
+                    file.i64("batch_num_images")?
+                        .data
+                        .iter()
+                        .map(|&n| n as usize)
+                        .collect(),
+                )
+            } else {
+                None
+            },
         })
     }
 

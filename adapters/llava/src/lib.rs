@@ -12,10 +12,9 @@ pub use family::LlavaFamily;
 
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
-const STRATEGIES: &[S] = &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora];
-const PARITY_ONLY: Status = Status::ParityOnly {
-    note: "forward, loss and LoRA gradients match HF transformers; training not landed yet",
-};
+const STRATEGIES: &[S] = &[S::Full, S::Lora, S::VisionFull, S::VisionLora];
+// Video inputs wait for the video reader: until then no LLaVA model lists them.
+const MEDIA: &[M] = &[M::Image, M::MultiImage, M::TextOnly];
 pub static LLAVA: FamilyDescriptor = FamilyDescriptor {
     id: "llava",
     name: "LLaVA-1.5 / LLaVA-Interleave",
@@ -24,20 +23,18 @@ pub static LLAVA: FamilyDescriptor = FamilyDescriptor {
     models: &[
         ModelEntry::new("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf"),
         ModelEntry::new("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf"),
-        ModelEntry {
-            id: "llava-interleave-qwen-0.5b",
-            hf_path: "llava-hf/llava-interleave-qwen-0.5b-hf",
-            modalities: &[M::Image, M::MultiImage, M::Video, M::TextOnly],
-        },
-        ModelEntry {
-            id: "llava-interleave-qwen-7b",
-            hf_path: "llava-hf/llava-interleave-qwen-7b-hf",
-            modalities: &[M::Image, M::MultiImage, M::Video, M::TextOnly],
-        },
+        ModelEntry::new(
+            "llava-interleave-qwen-0.5b",
+            "llava-hf/llava-interleave-qwen-0.5b-hf",
+        ),
+        ModelEntry::new(
+            "llava-interleave-qwen-7b",
+            "llava-hf/llava-interleave-qwen-7b-hf",
+        ),
     ],
-    modalities: &[M::Image, M::MultiImage, M::TextOnly],
+    modalities: MEDIA,
     strategies: STRATEGIES,
-    status: PARITY_ONLY,
+    status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),
     runtime: Some(&LlavaFamily),
 };
@@ -52,9 +49,9 @@ pub static LLAVA_NEXT: FamilyDescriptor = FamilyDescriptor {
         ModelEntry::new("llava-1.6-vicuna-7b", "llava-hf/llava-v1.6-vicuna-7b-hf"),
         ModelEntry::new("llava-1.6-vicuna-13b", "llava-hf/llava-v1.6-vicuna-13b-hf"),
     ],
-    modalities: &[M::Image, M::MultiImage, M::TextOnly],
+    modalities: MEDIA,
     strategies: STRATEGIES,
-    status: PARITY_ONLY,
+    status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),
     runtime: Some(&LlavaFamily),
 };
@@ -73,9 +70,9 @@ pub static LLAVA_NEXT_VIDEO: FamilyDescriptor = FamilyDescriptor {
         ),
         ModelEntry::new("llava-next-video-34b", "llava-hf/LLaVA-NeXT-Video-34B-hf"),
     ],
-    modalities: &[M::Image, M::MultiImage, M::Video, M::TextOnly],
+    modalities: MEDIA,
     strategies: STRATEGIES,
-    status: PARITY_ONLY,
+    status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),
     runtime: Some(&LlavaFamily),
 };
@@ -100,9 +97,9 @@ pub static LLAVA_ONEVISION: FamilyDescriptor = FamilyDescriptor {
             "llava-hf/llava-onevision-qwen2-72b-ov-hf",
         ),
     ],
-    modalities: &[M::Image, M::MultiImage, M::Video, M::TextOnly],
+    modalities: MEDIA,
     strategies: STRATEGIES,
-    status: PARITY_ONLY,
+    status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),
     runtime: Some(&LlavaFamily),
 };

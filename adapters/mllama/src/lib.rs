@@ -18,7 +18,7 @@ pub static MLLAMA: FamilyDescriptor = FamilyDescriptor {
         ),
     ],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
-    strategies: &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora],
+    strategies: &[S::Full, S::Lora, S::VisionFull, S::VisionLora],
     status: Status::Planned {
         note: "model code and HF parity not landed yet",
     },

@@ -12,7 +12,7 @@ pub static PHI3_V: FamilyDescriptor = FamilyDescriptor {
         "microsoft/Phi-3-vision-128k-instruct",
     )],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
-    strategies: &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora],
+    strategies: &[S::Full, S::Lora, S::VisionFull, S::VisionLora],
     status: Status::Planned {
         note: "model code and HF parity not landed yet",
     },

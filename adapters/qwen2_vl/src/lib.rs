@@ -5,7 +5,7 @@
 
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
-const STRATEGIES: &[S] = &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora];
+const STRATEGIES: &[S] = &[S::Full, S::Lora, S::VisionFull, S::VisionLora];
 const MODALITIES: &[M] = &[M::Image, M::MultiImage, M::Video, M::TextOnly];
 const PLANNED: Status = Status::Planned {
     note: "model code and HF parity not landed yet",

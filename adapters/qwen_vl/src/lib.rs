@@ -9,7 +9,7 @@ pub static QWEN_VL: FamilyDescriptor = FamilyDescriptor {
     model_types: &["qwen"],
     models: &[ModelEntry::new("qwen-vl-chat", "Qwen/Qwen-VL-Chat")],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
-    strategies: &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora],
+    strategies: &[S::Full, S::Lora, S::VisionFull, S::VisionLora],
     status: Status::Planned {
         note: "model code and HF parity not landed yet",
     },

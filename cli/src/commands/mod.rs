@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 mod data;
+mod eval;
+mod merge;
 mod parity;
 mod supported_models;
 mod train;
@@ -13,6 +15,8 @@ pub fn run(command: Command, verbose: u8) -> anyhow::Result<ExitCode> {
         Command::SupportedModels(args) => supported_models::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Parity(args) => parity::run(&args, verbose > 0),
+        Command::Merge(args) => merge::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Data(args) => data::run(&args),
     }
 }

@@ -88,7 +88,9 @@ pub fn run(flags: &TrainArgs) -> anyhow::Result<ExitCode> {
     .iter()
     .any(|f| output_dir.join(f).is_file())
         || !lmms_core::train::checkpoint::list_checkpoints(&output_dir).is_empty();
-    if !resume && previous {
+    if previous && !resume && args.overwrite_output_dir.unwrap_or(false) {
+        clear_previous_run(&output_dir)?;
+    } else if !resume && previous {
         bail!(
             "{} already holds a training run; pass --resume to continue it, or choose another --output-dir \
              (nothing there is overwritten)",
@@ -163,6 +165,39 @@ pub fn run(flags: &TrainArgs) -> anyhow::Result<ExitCode> {
         output_dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes what a training run wrote into `dir` (and nothing else).
+fn clear_previous_run(dir: &Path) -> anyhow::Result<()> {
+    for (_, ckpt) in lmms_core::train::checkpoint::list_checkpoints(dir) {
+        std::fs::remove_dir_all(&ckpt)
+            .with_context(|| format!("cannot remove {}", ckpt.display()))?;
+    }
+    let mut files: Vec<PathBuf> = [
+        "metrics.jsonl",
+        "loss.svg",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "non_lora_trainables.safetensors",
+        "model.safetensors",
+        "model.safetensors.index.json",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect();
+    files.extend(
+        std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("model-") && n.ends_with(".safetensors"))
+            }),
+    );
+    for f in files.iter().filter(|f| f.is_file()) {
+        std::fs::remove_file(f).with_context(|| format!("cannot remove {}", f.display()))?;
+    }
+    Ok(())
 }
 
 fn apply_training_flags(a: &TrainArgs, t: &mut RunConfig) {

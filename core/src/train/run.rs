@@ -307,8 +307,11 @@ where
             }
             state.batch_in_epoch += 1;
             let Some(inputs) = inputs else { continue };
-            let micro_index = state.step * accum as u64 + state.batch_in_epoch;
-            B::seed(device, mix(cfg.seed, micro_index));
+            // Dropout masks depend only on (seed, epoch, batch): a resumed run draws the same.
+            B::seed(
+                device,
+                mix(cfg.seed, (state.epoch << 32) | state.batch_in_epoch),
+            );
             let Some(stats) = trainer.micro_step(&inputs)? else {
                 continue;
             };
@@ -340,7 +343,11 @@ where
                 observer.on_eval(state.step, loss);
             }
             let stop = observer.should_stop();
-            if cfg.save_steps.is_some_and(|n| n > 0 && state.step.is_multiple_of(n)) || stop {
+            if cfg
+                .save_steps
+                .is_some_and(|n| n > 0 && state.step.is_multiple_of(n))
+                || stop
+            {
                 let dir = save_checkpoint(&trainer, req, &trainable_names, &state, cfg)?;
                 observer.on_checkpoint(&dir);
             }
