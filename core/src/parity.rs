@@ -105,12 +105,7 @@ pub fn run<B: AutodiffBackend, F: FamilyModel>(
     let expected = TensorFile::open(dir.join("expected.safetensors"))?;
     let mut checks = Vec::new();
 
-    let frozen = Plans {
-        vision_tower: PartPlan::FROZEN,
-        projector: PartPlan::FROZEN,
-        llm: PartPlan::FROZEN,
-        adapter: None,
-    };
+    let frozen = Plans::uniform(PartPlan::FROZEN, None);
     let (model, _) = build_model::<B, F>(family, &model_dir, DType::F32, &frozen, device)?;
     let start = Instant::now();
     let logits = family.forward(&model, &inputs, device)?;
@@ -141,12 +136,7 @@ pub fn run<B: AutodiffBackend, F: FamilyModel>(
         let adapter = AdapterWeights::open(&adapter_dir, &family.key_rules())?;
         let names = |n: &str| family.runtime_name(n);
         let plan = PartPlan::from_adapter(&adapter, &registry).with_runtime_names(&names);
-        let plans = Plans {
-            vision_tower: plan,
-            projector: plan,
-            llm: plan,
-            adapter: Some(&adapter),
-        };
+        let plans = Plans::uniform(plan, Some(&adapter));
         let (model, _) = build_model::<B, F>(family, &model_dir, DType::F32, &plans, device)?;
         let expected = TensorFile::open(dir.join("expected_lora.safetensors"))?;
         let logits = family.forward(&model, &inputs, device)?;

@@ -29,6 +29,16 @@ pub struct Plans<'a> {
 }
 
 impl<'a> Plans<'a> {
+    /// The same plan for every part: a PEFT adapter's `target_modules` decide where LoRA goes.
+    pub fn uniform(plan: PartPlan<'a>, adapter: Option<&'a AdapterWeights>) -> Self {
+        Plans {
+            vision_tower: plan,
+            projector: plan,
+            llm: plan,
+            adapter,
+        }
+    }
+
     pub fn part(&self, part: Part) -> &PartPlan<'a> {
         match part {
             Part::VisionTower => &self.vision_tower,
@@ -297,12 +307,7 @@ where
         let weights = AdapterWeights::open(adapter, &self.key_rules())?;
         let names = |n: &str| self.runtime_name(n);
         let plan = PartPlan::from_adapter(&weights, &registry).with_runtime_names(&names);
-        let plans = Plans {
-            vision_tower: plan,
-            projector: plan,
-            llm: plan,
-            adapter: Some(&weights),
-        };
+        let plans = Plans::uniform(plan, Some(&weights));
         let (model, info) = build_model::<B, F>(self, base, DType::F32, &plans, &device)?;
         let merged = crate::export::merged_lora_weights(
             &model,
@@ -336,12 +341,7 @@ where
             Some(w) => PartPlan::from_adapter(w, &registry).with_runtime_names(&names),
             None => PartPlan::FROZEN,
         };
-        let plans = Plans {
-            vision_tower: plan,
-            projector: plan,
-            llm: plan,
-            adapter: weights.as_ref(),
-        };
+        let plans = Plans::uniform(plan, weights.as_ref());
         let (model, _) = build_model::<B, F>(self, model_dir, DType::F32, &plans, &dev)?;
         let collator = self.collator(model_dir, options)?;
         let mut report = EvalReport::default();

@@ -503,12 +503,7 @@ fn image_processor_must_fit_the_model() {
 /// `batch` through the tiny model of `tests/fixtures/<model>`: finite logits `[B, T, V]`.
 fn forward(model: &str, batch: &LlavaInputs) -> [usize; 3] {
     let dir = ModelDir::open(root().join("tests/fixtures").join(model)).unwrap();
-    let frozen = Plans {
-        vision_tower: PartPlan::FROZEN,
-        projector: PartPlan::FROZEN,
-        llm: PartPlan::FROZEN,
-        adapter: None,
-    };
+    let frozen = Plans::uniform(PartPlan::FROZEN, None);
     let device = Default::default();
     let (m, _) = build_model::<Cpu, _>(&LlavaFamily, &dir, DType::F32, &frozen, &device).unwrap();
     let logits: Tensor<Cpu, 3> = LlavaFamily.forward(&m, batch, &device).unwrap();

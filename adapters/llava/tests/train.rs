@@ -179,12 +179,7 @@ fn saved_peft_adapter_reloads_to_the_same_logits() {
     let registry = LoraRegistry::default();
     let names = |n: &str| family.runtime_name(n);
     let plan = PartPlan::from_adapter(&adapter, &registry).with_runtime_names(&names);
-    let plans = Plans {
-        vision_tower: plan,
-        projector: plan,
-        llm: plan,
-        adapter: Some(&adapter),
-    };
+    let plans = Plans::uniform(plan, Some(&adapter));
     let device = Default::default();
     let (model, _) = build_model::<B, _>(&family, &base, DType::F32, &plans, &device).unwrap();
     let inputs = family

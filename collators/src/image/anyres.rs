@@ -21,26 +21,11 @@ pub fn select_best_resolution(
     orig: (usize, usize),
     pinpoints: &[[usize; 2]],
 ) -> Option<(usize, usize)> {
-    let (oh, ow) = orig;
-    let mut best = None;
-    let mut max_effective = 0u64;
-    let mut min_wasted = u64::MAX;
-    for &[h, w] in pinpoints {
-        let scale = (w as f64 / ow as f64).min(h as f64 / oh as f64);
-        let dw = (ow as f64 * scale) as u64;
-        let dh = (oh as f64 * scale) as u64;
-        let effective = (dw * dh).min(ow as u64 * oh as u64);
-        let wasted = (w as u64 * h as u64).saturating_sub(effective);
-        if best.is_none()
-            || effective > max_effective
-            || (effective == max_effective && wasted < min_wasted)
-        {
-            max_effective = effective;
-            min_wasted = wasted;
-            best = Some((h, w));
-        }
+    if pinpoints.is_empty() {
+        return None;
     }
-    best
+    let [h, w] = lmms_core::vision::anyres::select_best_resolution(orig, pinpoints);
+    Some((h, w))
 }
 
 /// The size (height, width) an image of size `orig` is resized to inside `target`, keeping its

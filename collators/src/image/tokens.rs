@@ -10,6 +10,7 @@ use lmms_core::{Error, Result};
 
 use super::anyres::select_best_resolution;
 use super::config::ProcessorConfig;
+use lmms_core::vision::anyres;
 
 /// `vision_feature_select_strategy`: `default` drops the CLS feature of each tile (the HF
 /// processors subtract 1 from the count), `full` keeps every feature.
@@ -51,32 +52,6 @@ impl FeatureSelect {
     }
 }
 
-/// Python's `int(round(x, 7))` for `x >= 0`: values within 5e-8 of an integer snap to it (the
-/// rounding exists to absorb float error), everything else truncates.
-fn int_round7(x: f64) -> usize {
-    let r = x.round();
-    if (x - r).abs() < 5e-8 {
-        r as usize
-    } else {
-        x.floor() as usize
-    }
-}
-
-/// Python's `a // b` on floats (CPython's `float_floor_div`: from `fmod`, not `floor(a / b)`).
-fn py_floordiv(a: f64, b: f64) -> f64 {
-    let m = a % b;
-    let mut div = (a - m) / b;
-    if m != 0.0 && ((b < 0.0) != (m < 0.0)) {
-        div -= 1.0;
-    }
-    if div != 0.0 {
-        let f = div.floor();
-        if div - f > 0.5 { f + 1.0 } else { f }
-    } else {
-        0.0
-    }
-}
-
 /// `_get_unpadded_features` of LLaVA-NeXT: the feature grid of the tiles (`patches_* x scale_*`)
 /// with the rows or columns that only cover padding removed. Returns (features, rows): each row
 /// gets one `image_newline` token.
@@ -85,21 +60,9 @@ pub fn unpadded_features(
     patches: (usize, usize),
     scale: (usize, usize),
 ) -> (usize, usize) {
-    let (height, width) = (orig.0 as f64, orig.1 as f64);
-    let mut cur_h = patches.0 * scale.0;
-    let mut cur_w = patches.1 * scale.1;
-    let original_aspect = width / height;
-    let current_aspect = cur_w as f64 / cur_h as f64;
-    if original_aspect > current_aspect {
-        let new_h = int_round7(height * (cur_w as f64 / width));
-        let pad = cur_h.saturating_sub(new_h) / 2;
-        cur_h -= pad * 2;
-    } else {
-        let new_w = int_round7(width * (cur_h as f64 / height));
-        let pad = cur_w.saturating_sub(new_w) / 2;
-        cur_w -= pad * 2;
-    }
-    (cur_h * cur_w, cur_h)
+    let current = (patches.0 * scale.0, patches.1 * scale.1);
+    let (rows, cols) = anyres::unpad_ranges(orig, current);
+    (rows.len() * cols.len(), rows.len())
 }
 
 /// LLaVA-1.5 / llava-interleave (`LlavaProcessor`): one tile of `tile` (height, width) pixels.
@@ -244,10 +207,7 @@ impl OnevisionTokens {
             unpadded_features(orig, (side, side), (bh / tile.0, bw / tile.1));
         let rows = newlines;
         let cols = unpadded / rows.max(1);
-        let ratio = ((rows * cols) as f64 / (self.max_num_patches * side * side) as f64).sqrt();
-        if ratio > 1.1 {
-            let h = py_floordiv(rows as f64, ratio) as usize;
-            let w = py_floordiv(cols as f64, ratio) as usize;
+        if let Some((h, w)) = anyres::anyres_max_size(rows, cols, self.max_num_patches, side) {
             unpadded = h * w;
             newlines = h;
         }
@@ -281,16 +241,6 @@ fn bad_aspect(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn round7_and_floordiv_follow_python() {
-        assert_eq!(int_round7(2.9999999999), 3);
-        assert_eq!(int_round7(2.99), 2);
-        assert_eq!(int_round7(3.0000000001), 3);
-        assert_eq!(py_floordiv(6.0, 1.3416407864998738), 4.0);
-        assert_eq!(py_floordiv(15.0, 1.3416407864998738), 11.0);
-        assert_eq!(py_floordiv(1.0, 0.1), 9.0); // Python: 1 // 0.1 == 9.0
-    }
 
     #[test]
     fn fixture_counts_from_meta_json() {

@@ -64,6 +64,22 @@ pub fn unpad_ranges(
     }
 }
 
+/// Python's `a // b` on floats: CPython's `float_floor_div` works from `fmod`, which can differ
+/// from `floor(a / b)` by one when `a / b` rounds up to an integer.
+pub fn py_floordiv(a: f64, b: f64) -> f64 {
+    let m = a % b;
+    let mut div = (a - m) / b;
+    if m != 0.0 && ((b < 0.0) != (m < 0.0)) {
+        div -= 1.0;
+    }
+    if div != 0.0 {
+        let f = div.floor();
+        if div - f > 0.5 { f + 1.0 } else { f }
+    } else {
+        0.0
+    }
+}
+
 /// OneVision's `anyres_max_N`: the size a `(h, w)` feature map is bilinearly reduced to when it
 /// holds more than about `max_tiles` tiles of `side x side` features, else `None`.
 pub fn anyres_max_size(
@@ -75,8 +91,8 @@ pub fn anyres_max_size(
     let ratio = ((h * w) as f64 / (max_tiles * side * side) as f64).sqrt();
     (ratio > 1.1).then(|| {
         (
-            (h as f64 / ratio).floor() as usize,
-            (w as f64 / ratio).floor() as usize,
+            py_floordiv(h as f64, ratio) as usize,
+            py_floordiv(w as f64, ratio) as usize,
         )
     })
 }
@@ -96,6 +112,14 @@ mod tests {
         assert_eq!(num_tiles((90, 50), &pins, 32), 5);
         assert_eq!(unpad_ranges((30, 70), (4, 8)), (0..4, 0..8));
         assert_eq!(unpad_ranges((90, 50), (8, 8)), (0..8, 2..6));
+    }
+
+    #[test]
+    fn floordiv_follows_python() {
+        assert_eq!(py_floordiv(6.0, 1.3416407864998738), 4.0);
+        assert_eq!(py_floordiv(15.0, 1.3416407864998738), 11.0);
+        // Python: 1 // 0.1 == 9.0, where floor(1 / 0.1) is 10.
+        assert_eq!(py_floordiv(1.0, 0.1), 9.0);
     }
 
     #[test]
