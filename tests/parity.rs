@@ -172,3 +172,39 @@ fn missing_and_unexpected_tensors_are_named() {
                 .and(predicate::str::contains("not used by the model")),
         );
 }
+
+#[test]
+fn sharded_checkpoints_load() {
+    let d = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("llava-1.5"), d.path());
+    let path = d.path().join("model.safetensors");
+    let file = TensorFile::open(&path).unwrap();
+    let names = file.names();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (i, part) in [first, second].iter().enumerate() {
+        let shard = format!("model-{:05}-of-00002.safetensors", i + 1);
+        let tensors: Vec<(String, HostTensor<f32>)> = part
+            .iter()
+            .map(|n| (n.clone(), file.f32(n).unwrap()))
+            .collect();
+        write_f32(&d.path().join(&shard), &tensors).unwrap();
+        for n in part.iter() {
+            map.insert(n.clone(), serde_json::Value::String(shard.clone()));
+        }
+    }
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(
+        d.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    lmms()
+        .arg("parity")
+        .arg(d.path())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("FAIL").not());
+}

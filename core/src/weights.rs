@@ -541,3 +541,49 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod bf16_tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use safetensors::tensor::{Dtype, TensorView};
+
+    /// A bf16 checkpoint (how most hub weights ship) loads as its exact values, in f32 or kept
+    /// in bf16.
+    #[test]
+    fn bf16_weights_load_exactly() {
+        let values = [1.0f32, -0.5, 3.140625, 1e-3];
+        let bits: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        let view = TensorView::new(Dtype::BF16, vec![2, 2], &bits).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("model.safetensors");
+        std::fs::write(&p, safetensors::serialize([("w", view)], None).unwrap()).unwrap();
+        let expect: Vec<f32> = values
+            .iter()
+            .map(|v| half::bf16::from_f32(*v).to_f32())
+            .collect();
+        for dtype in [DType::F32, DType::Bf16] {
+            let s = WeightStore::from_paths(std::slice::from_ref(&p), &KeyRules::default(), dtype)
+                .unwrap();
+            let t = s
+                .root()
+                .tensor::<Cpu, 2>("w", [2, 2], &Default::default())
+                .unwrap();
+            let want = if dtype == DType::Bf16 {
+                burn::tensor::DType::BF16
+            } else {
+                burn::tensor::DType::F32
+            };
+            assert_eq!(t.dtype(), want);
+            let got = t
+                .cast(burn::tensor::DType::F32)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            assert_eq!(got, expect);
+        }
+    }
+}

@@ -70,12 +70,15 @@ fn optional_f32(file: &TensorFile, name: &str, ranks: &[usize]) -> Result<Option
     Ok(Some(t))
 }
 
+/// Pixels on the device, in the dtype the vision tower's weights have.
 fn upload<B: Backend, const D: usize>(
+    model: &Llava<B>,
     data: Vec<f32>,
     shape: [usize; D],
     device: &B::Device,
 ) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(data, shape), device)
+    let dtype = model.vision_tower.patch_embedding.val().dtype();
+    Tensor::<B, D>::from_data(TensorData::new(data, shape), device).cast(dtype)
 }
 
 impl LlavaFamily {
@@ -91,7 +94,7 @@ impl LlavaFamily {
         };
         if p.shape.len() == 4 {
             let [n, ch, h, w] = [p.shape[0], p.shape[1], p.shape[2], p.shape[3]];
-            let f = model.image_features(c, upload(p.data.clone(), [n, ch, h, w], device));
+            let f = model.image_features(c, upload(model, p.data.clone(), [n, ch, h, w], device));
             let [n, k, d] = f.dims();
             if c.variant == Variant::Llava {
                 return Ok(Some(f.reshape([n * k, d])));
@@ -154,7 +157,7 @@ impl LlavaFamily {
             counts.push((tiles, original));
         }
         let total: usize = counts.iter().map(|(t, _)| t).sum();
-        let f = model.image_features(c, upload(data, [total, ch, h, w], device));
+        let f = model.image_features(c, upload(model, data, [total, ch, h, w], device));
         let [_, k, d] = f.dims();
         let mut at = 0;
         let mut packed = Vec::with_capacity(n);
@@ -177,7 +180,7 @@ impl LlavaFamily {
             return Ok(None);
         };
         let [n, frames, ch, h, w] = [v.shape[0], v.shape[1], v.shape[2], v.shape[3], v.shape[4]];
-        let pixels = upload(v.data.clone(), [n * frames, ch, h, w], device);
+        let pixels = upload(model, v.data.clone(), [n * frames, ch, h, w], device);
         let per_frame = match c.variant {
             Variant::NextVideo => {
                 let pooled = pack::pool_before_projector(c, model.select_features(c, pixels));

@@ -160,8 +160,11 @@ impl<B: Backend> CausalLm<B> {
     ) -> Tensor<B, 3> {
         let [b, t, _] = embeds.dims();
         let device = embeds.device();
+        let dtype = embeds.dtype();
         let (cos, sin) = self.rope.cos_sin::<B>(positions, b, t, &device);
-        let mask = AttentionMask::causal(attention_mask, self.window, b, t, &device);
+        let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
+        let mut mask = AttentionMask::causal(attention_mask, self.window, b, t, &device);
+        mask.bias = mask.bias.map(|m| m.cast(dtype));
         let mut h = embeds;
         for layer in &self.layers {
             h = layer.forward(h, (&cos, &sin), &mask);

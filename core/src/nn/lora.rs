@@ -68,10 +68,12 @@ impl<B: Backend> LoraAdapter<B> {
     }
 
     /// The update `s * B(A(dropout(x)))` for `x: [..., in]`.
+    /// Computed in the adapter's own dtype (f32 even over a bf16 base), returned in `x`'s.
     pub fn delta<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let x = self.dropout.forward(x);
-        let a = self.lora_a.val().unsqueeze::<D>();
+        let dtype = x.dtype();
+        let a = self.lora_a.val();
+        let x = self.dropout.forward(x.cast(a.dtype()));
         let b = self.lora_b.val().unsqueeze::<D>();
-        x.matmul(a).matmul(b) * self.scaling
+        (x.matmul(a.unsqueeze::<D>()).matmul(b) * self.scaling).cast(dtype)
     }
 }
