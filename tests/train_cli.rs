@@ -274,3 +274,41 @@ fn bad_data_names_the_file_and_sample() {
             .and(predicate::str::contains("nope.png")),
     );
 }
+
+#[test]
+fn data_inspect_shows_the_collated_sample() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("batch.safetensors");
+    lmms()
+        .args(["data", "inspect", "--index", "1", "--decode", "--model"])
+        .arg(root().join("example_data/tiny-llava"))
+        .arg("--data")
+        .arg(root().join("example_data/llava_dataset.json"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("pixel_values         f32 [1, 3, 32, 32]")
+                .and(predicate::str::contains("<image>×16"))
+                .and(predicate::str::contains("«")),
+        );
+    let f = TensorFile::open(&out).unwrap();
+    let ids = f.i64("input_ids").unwrap();
+    let labels = f.i64("labels").unwrap();
+    assert_eq!(ids.shape, labels.shape);
+    assert_eq!(
+        ids.data.iter().filter(|&&t| t == 4).count(),
+        16,
+        "16 image tokens"
+    );
+    assert!(labels.data.iter().any(|&l| l != -100));
+    lmms()
+        .args(["data", "inspect", "--index", "99", "--model"])
+        .arg(root().join("example_data/tiny-llava"))
+        .arg("--data")
+        .arg(root().join("example_data/llava_dataset.json"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("has 6 samples, no sample 99"));
+}

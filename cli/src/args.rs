@@ -56,6 +56,48 @@ pub enum Command {
 pub enum DataCommand {
     /// Validate a dataset without training: every problem (file, sample, reason) and statistics.
     Check(DataCheckArgs),
+    /// Collate one sample as training would: tensor shapes, the text with the trained spans
+    /// marked (--decode), and optionally the tensors as safetensors (--out).
+    Inspect(DataInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataInspectArgs {
+    /// The model whose collator (tokenizer, chat template, image processor) is used.
+    #[arg(long, value_name = "ID|DIR")]
+    pub model: String,
+
+    /// The local directory of a registered model id.
+    #[arg(long, value_name = "DIR")]
+    pub model_path: Option<PathBuf>,
+
+    /// The dataset: a JSON list, JSONL, or a data.txt mixture.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+
+    /// Folder that relative image paths are resolved against.
+    #[arg(long, value_name = "DIR")]
+    pub image_folder: Option<PathBuf>,
+
+    /// Folder that relative video paths are resolved against.
+    #[arg(long, value_name = "DIR")]
+    pub video_folder: Option<PathBuf>,
+
+    /// The sample's 0-based position in the dataset.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub index: usize,
+
+    /// Write the collated tensors (input_ids, labels, attention_mask, pixel tensors) here.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Print the text, with trained spans between « and » and media tokens collapsed.
+    #[arg(long)]
+    pub decode: bool,
+
+    /// Longest sequence in tokens, as in training.
+    #[arg(long, value_name = "N")]
+    pub model_max_length: Option<usize>,
 }
 
 #[derive(Debug, Args)]

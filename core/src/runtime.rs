@@ -10,7 +10,7 @@ use crate::loader::{DType, LoadOptions, ModelLoader};
 use crate::model_dir::ModelDir;
 use crate::nn::plan::{AdapterWeights, LoraRegistry, PartPlan};
 use crate::strategy::Part;
-use crate::tensor_file::{HostTensor, TensorFile};
+use crate::tensor_file::{AnyTensor, HostTensor, TensorFile};
 use crate::train::run::{TrainObserver, TrainReport, TrainRequest};
 use crate::weights::{KeyRules, ParamInfo, WeightStore};
 use burn::module::{AutodiffModule, Module, ParamId};
@@ -141,6 +141,9 @@ pub trait FamilyModel: Send + Sync + std::fmt::Debug + 'static {
     /// The collator for the model in `dir` (its tokenizer, chat template, image processor).
     fn collator(&self, dir: &ModelDir, options: &CollateOptions) -> Result<Self::Collator>;
 
+    /// A batch under HF's forward-argument names (the fixture format; `lmms data inspect`).
+    fn inputs_to_tensors(&self, inputs: &Self::Inputs) -> Vec<(String, AnyTensor)>;
+
     /// Reads a batch stored under HF's forward-argument names (the fixture format).
     fn read_inputs(&self, file: &TensorFile) -> Result<Self::Inputs>;
 
@@ -248,6 +251,9 @@ impl ParityCheck {
     }
 }
 
+/// A collated batch under HF's tensor names, and the samples the collator left out.
+pub type Inspected = (Vec<(String, AnyTensor)>, Vec<crate::collator::Skipped>);
+
 /// One sample's evaluation.
 #[derive(Debug, Clone)]
 pub struct SampleEval {
@@ -287,6 +293,15 @@ pub trait DynFamily: Send + Sync + std::fmt::Debug {
         device: DeviceSpec,
     ) -> Result<EvalReport>;
 
+    /// Collates `samples` as training would and returns the batch under HF's names, with the
+    /// samples the options left out.
+    fn inspect(
+        &self,
+        model: &ModelDir,
+        samples: &[&crate::data::Sample],
+        options: &CollateOptions,
+    ) -> Result<Inspected>;
+
     /// Trains (see [`crate::train::run`]).
     fn train(
         &self,
@@ -315,6 +330,21 @@ where
             weights.config.scaling(),
         )?;
         crate::export::save_full_model_with(out, &model, &info, &base.root, 5 << 30, merged)
+    }
+
+    fn inspect(
+        &self,
+        model: &ModelDir,
+        samples: &[&crate::data::Sample],
+        options: &CollateOptions,
+    ) -> Result<Inspected> {
+        let (inputs, skipped) = self.collator(model, options)?.collate(samples)?;
+        Ok((
+            inputs
+                .map(|i| self.inputs_to_tensors(&i))
+                .unwrap_or_default(),
+            skipped,
+        ))
     }
 
     fn eval(

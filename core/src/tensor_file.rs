@@ -128,6 +128,45 @@ impl TensorFile {
     }
 }
 
+/// A host tensor of either element type, for files that mix ids and pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyTensor {
+    F32(HostTensor<f32>),
+    I64(HostTensor<i64>),
+}
+
+/// Writes f32 and i64 tensors to a safetensors file atomically.
+pub fn write_any(path: &Path, tensors: &[(String, AnyTensor)]) -> Result<()> {
+    use safetensors::tensor::TensorView;
+    let bytes: Vec<(Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(_, t)| match t {
+            AnyTensor::F32(t) => (
+                Dtype::F32,
+                t.shape.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            AnyTensor::I64(t) => (
+                Dtype::I64,
+                t.shape.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, _), (dtype, shape, b))| {
+            TensorView::new(*dtype, shape.clone(), b)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::tensor(path, name, e.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    let data = safetensors::serialize(views, None)
+        .map_err(|e| Error::config(path, format!("cannot serialize: {e}")))?;
+    crate::fs::write_atomic(path, &data)
+}
+
 /// Writes f32 tensors to a safetensors file atomically (temp file in the same folder, then
 /// rename), so an interrupted write never leaves a half-written file behind.
 pub fn write_f32(path: &Path, tensors: &[(String, HostTensor<f32>)]) -> Result<()> {

@@ -11,7 +11,7 @@ use lmms_core::error::{Error, Result};
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};
 use lmms_core::strategy::Part;
-use lmms_core::tensor_file::{HostTensor, TensorFile};
+use lmms_core::tensor_file::{AnyTensor, HostTensor, TensorFile};
 use lmms_core::vision::anyres;
 use lmms_core::weights::{KeyRules, WeightStore};
 
@@ -269,6 +269,38 @@ impl FamilyModel for LlavaFamily {
 
     fn collator(&self, dir: &ModelDir, options: &CollateOptions) -> Result<LlavaCollator> {
         LlavaCollator::new(dir, options)
+    }
+
+    fn inputs_to_tensors(&self, inputs: &LlavaInputs) -> Vec<(String, AnyTensor)> {
+        let t = &inputs.tokens;
+        let mut out = vec![("input_ids".to_string(), AnyTensor::I64(t.input_ids.clone()))];
+        for (name, v) in [("attention_mask", &t.attention_mask), ("labels", &t.labels)] {
+            if let Some(v) = v {
+                out.push((name.to_string(), AnyTensor::I64(v.clone())));
+            }
+        }
+        for (name, v) in [
+            ("pixel_values", &inputs.pixel_values),
+            ("pixel_values_videos", &inputs.pixel_values_videos),
+        ] {
+            if let Some(v) = v {
+                out.push((name.to_string(), AnyTensor::F32(v.clone())));
+            }
+        }
+        if let Some(v) = &inputs.image_sizes {
+            out.push(("image_sizes".to_string(), AnyTensor::I64(v.clone())));
+        }
+        if let Some(n) = &inputs.batch_num_images {
+            let data: Vec<i64> = n.iter().map(|&k| k as i64).collect();
+            out.push((
+                "batch_num_images".to_string(),
+                AnyTensor::I64(HostTensor {
+                    shape: vec![data.len()],
+                    data,
+                }),
+            ));
+        }
+        out
     }
 
     fn read_inputs(&self, file: &TensorFile) -> Result<LlavaInputs> {

@@ -17,6 +17,7 @@ use std::time::Instant;
 pub fn run(command: &DataCommand) -> anyhow::Result<ExitCode> {
     match command {
         DataCommand::Check(args) => check(args),
+        DataCommand::Inspect(args) => super::inspect::run(args),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod data;
 mod eval;
+mod inspect;
 mod merge;
 mod parity;
 mod supported_models;
