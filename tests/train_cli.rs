@@ -312,3 +312,50 @@ fn data_inspect_shows_the_collated_sample() {
         .failure()
         .stderr(predicate::str::contains("has 6 samples, no sample 99"));
 }
+
+#[test]
+fn every_ready_made_config_parses_and_one_trains() {
+    let d = tempfile::tempdir().unwrap();
+    let list = lmms().args(["configs", "list"]).assert().success();
+    let names: Vec<String> = String::from_utf8(list.get_output().stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert!(
+        names.contains(&"llava-1.5-7b_lora".to_string()),
+        "{names:?}"
+    );
+    for name in &names {
+        lmms()
+            .args(["configs", "copy", name])
+            .arg(d.path())
+            .assert()
+            .success();
+        let text = std::fs::read_to_string(d.path().join(format!("{name}.toml"))).unwrap();
+        // The file is a valid `lmms train --config`: point it at the tiny model and train.
+        let cfg = d.path().join(format!("{name}.run.toml"));
+        let text = text
+            .replace("max_grad_norm", "max_steps = 1\nmax_grad_norm")
+            .replace("output_dir = ", "# output_dir = ");
+        std::fs::write(&cfg, text).unwrap();
+        lmms()
+            .args(["train", "--config"])
+            .arg(&cfg)
+            .arg("--model")
+            .arg(root().join("example_data/tiny-llava"))
+            .arg("--data")
+            .arg(root().join("example_data/llava_dataset.json"))
+            .arg("--output-dir")
+            .arg(d.path().join(name))
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("trained 1 steps"));
+    }
+    lmms()
+        .args(["configs", "copy", "llava-1.5-7b_lora"])
+        .arg(d.path())
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already exists"));
+}

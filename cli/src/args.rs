@@ -47,6 +47,10 @@ pub enum Command {
     /// Loss of a model (optionally with an adapter) on a dataset, per sample and overall.
     Eval(EvalArgs),
 
+    /// Ready-made training configs per model and strategy (`list`, `copy NAME DIR`).
+    #[command(subcommand)]
+    Configs(ConfigsCommand),
+
     /// Work with datasets (`lmms data check`).
     #[command(subcommand)]
     Data(DataCommand),
@@ -237,4 +241,17 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigsCommand {
+    /// List the ready-made configs.
+    List,
+    /// Write config NAME as DIR/NAME.toml, to edit and pass to `lmms train --config`.
+    Copy {
+        /// A name from `lmms configs list`.
+        name: String,
+        /// The folder to write into.
+        dir: PathBuf,
+    },
 }
