@@ -12,7 +12,7 @@ pub use family::LlavaFamily;
 
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
-const STRATEGIES: &[S] = &[S::Full, S::Lora, S::VisionFull, S::VisionLora];
+const STRATEGIES: &[S] = &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora];
 // Video inputs wait for the video reader: until then no LLaVA model lists them.
 const MEDIA: &[M] = &[M::Image, M::MultiImage, M::TextOnly];
 pub static LLAVA: FamilyDescriptor = FamilyDescriptor {

@@ -1,9 +1,11 @@
 //! `nn.Linear` with an optional LoRA adapter. The weight is held `[in, out]` (transposed from
-//! PyTorch at load time) so the forward is one matmul.
+//! PyTorch at load time) so the forward is one matmul; under QLoRA a frozen weight is held
+//! 4-bit instead ([`Q4Weight`], PyTorch layout) and dequantized inside the forward.
 
 use crate::error::Result;
 use crate::nn::lora::LoraAdapter;
 use crate::nn::plan::PartPlan;
+use crate::nn::quant::Q4Weight;
 use crate::weights::Vars;
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
@@ -11,7 +13,10 @@ use burn::tensor::backend::Backend;
 
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
-    pub weight: Param<Tensor<B, 2>>,
+    /// `[in, out]`; `None` when the weight is held quantized (`quantized`).
+    pub weight: Option<Param<Tensor<B, 2>>>,
+    /// The frozen weight in 4 bits (QLoRA).
+    pub quantized: Option<Q4Weight<B>>,
     pub bias: Option<Param<Tensor<B, 1>>>,
     pub lora: Option<LoraAdapter<B>>,
     /// The module path in the checkpoint (`language_model.model.layers.0.self_attn.q_proj`):
@@ -22,7 +27,7 @@ pub struct Linear<B: Backend> {
 
 impl<B: Backend> Linear<B> {
     /// Loads `<vars>.weight` (`[out, in]` in the file) and, if `bias`, `<vars>.bias`; attaches
-    /// LoRA where `plan` targets this layer.
+    /// LoRA where `plan` targets this layer, and quantizes the weight where it asks for QLoRA.
     pub fn load(
         vars: &Vars<'_>,
         d_in: usize,
@@ -32,11 +37,20 @@ impl<B: Backend> Linear<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let trainable = plan.trainable;
-        let weight = vars.wrap_transposed(
-            "weight",
-            vars.linear_weight("weight", d_in, d_out, device)?,
-            trainable,
-        );
+        let (weight, quantized) = match plan.quant_for(vars.prefix()) {
+            Some(spec) => (
+                None,
+                Some(Q4Weight::load(vars, "weight", d_in, d_out, spec, device)?),
+            ),
+            None => (
+                Some(vars.wrap_transposed(
+                    "weight",
+                    vars.linear_weight("weight", d_in, d_out, device)?,
+                    trainable,
+                )),
+                None,
+            ),
+        };
         let bias = if bias {
             Some(vars.param("bias", [d_out], device, trainable)?)
         } else {
@@ -44,6 +58,7 @@ impl<B: Backend> Linear<B> {
         };
         Ok(Linear {
             weight,
+            quantized,
             bias,
             lora: plan.lora_for(vars.prefix(), d_in, d_out, device)?,
             path: vars.prefix().to_string(),
@@ -51,11 +66,31 @@ impl<B: Backend> Linear<B> {
     }
 
     pub fn d_in(&self) -> usize {
-        self.weight.val().dims()[0]
+        match (&self.weight, &self.quantized) {
+            (Some(w), _) => w.val().dims()[0],
+            (None, Some(q)) => q.d_in,
+            (None, None) => unreachable!("a linear layer has a weight"),
+        }
     }
 
     pub fn d_out(&self) -> usize {
-        self.weight.val().dims()[1]
+        match (&self.weight, &self.quantized) {
+            (Some(w), _) => w.val().dims()[1],
+            (None, Some(q)) => q.d_out,
+            (None, None) => unreachable!("a linear layer has a weight"),
+        }
+    }
+
+    /// Bytes the base weight occupies (packed codes + scales when quantized).
+    pub fn weight_bytes(&self) -> usize {
+        match (&self.weight, &self.quantized) {
+            (Some(w), _) => {
+                let w = w.val();
+                w.shape().num_elements() * w.dtype().size()
+            }
+            (None, Some(q)) => q.bytes(),
+            (None, None) => 0,
+        }
     }
 
     pub fn with_lora(mut self, lora: LoraAdapter<B>) -> Self {
@@ -65,8 +100,18 @@ impl<B: Backend> Linear<B> {
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let delta = self.lora.as_ref().map(|l| l.delta(x.clone()));
-        let y =
-            burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let y = match (&self.weight, &self.quantized) {
+            (Some(w), _) => burn::tensor::module::linear(x, w.val(), bias),
+            (None, Some(q)) => {
+                let y = q.matmul(x);
+                match bias {
+                    Some(b) => y + b.unsqueeze::<D>(),
+                    None => y,
+                }
+            }
+            (None, None) => unreachable!("a linear layer has a weight"),
+        };
         match delta {
             Some(d) => y + d,
             None => y,

@@ -10,6 +10,7 @@ pub mod lora;
 pub mod mlp;
 pub mod norm;
 pub mod plan;
+pub mod quant;
 pub mod rope;
 
 pub use activation::Activation;
@@ -20,4 +21,5 @@ pub use lora::{LoraAdapter, LoraInit};
 pub use mlp::{GatedMlp, Mlp};
 pub use norm::{LayerNorm, RmsNorm};
 pub use plan::{AdapterWeights, PartPlan};
+pub use quant::{Q4Weight, QuantSpec};
 pub use rope::{RopeConfig, RopeScaling, RotaryEmbedding};

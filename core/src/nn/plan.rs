@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::nn::lora::{LoraAdapter, LoraInit};
+use crate::nn::quant::QuantSpec;
 use crate::strategy::{LoraConfig, PartStrategy, TargetModules};
 use crate::weights::{KeyRules, WeightStore};
 use burn::module::ParamId;
@@ -118,6 +119,11 @@ pub fn lora_config_from_peft(cfg: &serde_json::Value, path: &Path) -> Result<Lor
     })
 }
 
+/// The LM head: PEFT's `all-linear` and bitsandbytes' quantization leave it alone.
+fn is_output_head(path: &str) -> bool {
+    path.ends_with("lm_head")
+}
+
 /// One LoRA layer of a built model: its checkpoint module path and its two parameters.
 #[derive(Debug, Clone)]
 pub struct LoraEntry {
@@ -150,6 +156,8 @@ pub struct PartPlan<'a> {
     /// The family's run-time module names: PEFT matches `target_modules` against those, so a
     /// layer is targeted when its checkpoint path or its run-time name matches.
     pub runtime_name: Option<&'a (dyn Fn(&str) -> String + Sync)>,
+    /// QLoRA: frozen linear weights (except the LM head) are held quantized.
+    pub quant: Option<QuantSpec>,
 }
 
 impl<'a> PartPlan<'a> {
@@ -159,6 +167,7 @@ impl<'a> PartPlan<'a> {
         adapter: None,
         registry: None,
         runtime_name: None,
+        quant: None,
     };
 
     pub fn from_strategy(s: &'a PartStrategy, registry: &'a LoraRegistry) -> Self {
@@ -168,6 +177,13 @@ impl<'a> PartPlan<'a> {
             adapter: None,
             registry: Some(registry),
             runtime_name: None,
+            quant: match s {
+                PartStrategy::Qlora(q) => Some(QuantSpec {
+                    kind: q.quant,
+                    block_size: q.block_size,
+                }),
+                _ => None,
+            },
         }
     }
 
@@ -179,12 +195,20 @@ impl<'a> PartPlan<'a> {
             adapter: Some(&a.store),
             registry: Some(registry),
             runtime_name: None,
+            quant: None,
         }
     }
 
     pub fn with_runtime_names(mut self, f: &'a (dyn Fn(&str) -> String + Sync)) -> Self {
         self.runtime_name = Some(f);
         self
+    }
+
+    /// How the frozen weight of the linear layer at `path` is stored: quantized under QLoRA,
+    /// except the LM head (bitsandbytes leaves the output layer unquantized too).
+    pub fn quant_for(&self, path: &str) -> Option<QuantSpec> {
+        self.quant
+            .filter(|_| !self.trainable && !is_output_head(path))
     }
 
     /// The LoRA adapter for the linear layer at `path`, if this plan targets it.
@@ -200,7 +224,7 @@ impl<'a> PartPlan<'a> {
         };
         let targeted = match &config.target_modules {
             // PEFT's "all-linear" leaves the output layer alone.
-            TargetModules::AllLinear => !path.ends_with("lm_head"),
+            TargetModules::AllLinear => !is_output_head(path),
             t => {
                 t.matches(path)?
                     || match self.runtime_name {

@@ -179,13 +179,11 @@ where
     let started = Instant::now();
     let cfg = req.config;
     req.strategy.validate()?;
-    if [Part::VisionTower, Part::Projector, Part::Llm]
-        .iter()
-        .any(|p| matches!(req.strategy.part(*p), PartStrategy::Qlora(_)))
-    {
-        return Err(Error::Unsupported(
-            "QLoRA (4-bit frozen base) is not implemented yet; use --use-lora".into(),
-        ));
+    if let PartStrategy::Qlora(q) = req.strategy.part(Part::Llm) {
+        tracing::info!(
+            "QLoRA: the LLM's frozen linear weights are held in 4 bits (blocks of {})",
+            q.block_size
+        );
     }
     std::fs::create_dir_all(req.output_dir).map_err(|e| Error::io(req.output_dir, e))?;
     let collator = family.collator(req.model_dir, &cfg.collate)?;
