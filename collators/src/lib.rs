@@ -12,3 +12,4 @@ pub mod dataset;
 pub mod image;
 pub mod template;
 pub mod text;
+pub mod video;

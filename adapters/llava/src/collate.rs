@@ -14,8 +14,10 @@
 //!    error naming it;
 //! 3. each image placeholder becomes as many `image_token_id` ids as the model makes features
 //!    for that image (anyres: from its size; OneVision: one tile per image in a multi-image
-//!    sample, as HF) — HF's processor expands the same placeholder string before tokenizing, so
-//!    the ids are the same;
+//!    sample, as HF), each video placeholder as many `video_token_id` ids as the model makes
+//!    for `num_frames` frames (NeXT-Video: `frames * (side / 2)^2`; OneVision:
+//!    `frames * ceil(side / 2)^2 + 1`) — HF's processor expands the same placeholder string
+//!    before tokenizing, so the ids are the same;
 //! 4. the tokenizer's own special tokens (Llama's BOS) are added unless the rendered text begins
 //!    with the BOS token, as `ProcessorMixin.apply_chat_template` does;
 //! 5. a sample longer than `model_max_length` (media tokens included; default: the LLM's
@@ -26,17 +28,22 @@
 //! `config.json`; attention mask 0, labels -100), and the images of all kept samples, in order,
 //! go through the model's image processor ([`lmms_collators::image`], bit-identical to HF's):
 //! `pixel_values` `[N, 3, H, W]` (LLaVA-1.5 / Interleave) or `[N, max_tiles, 3, H, W]` zero-padded
-//! plus `image_sizes` `[N, 2]` (NeXT, OneVision). Text-only samples mix freely with image ones.
+//! plus `image_sizes` `[N, 2]` (NeXT, OneVision). Videos (NeXT-Video, OneVision) are decoded
+//! with FFmpeg, `num_frames` frames sampled as transformers does, and go through the model's
+//! video processor: `pixel_values_videos` `[V, num_frames, 3, H, W]` ([`lmms_collators::video`]).
+//! Text-only, image and video samples mix freely.
 //!
 //! Checked against transformers in `adapters/llava/tests/collate.rs` (fixtures by
-//! `tools/fixtures/collate_llava.py`): identical ids, mask and labels, bit-identical pixels.
+//! `tools/fixtures/collate_llava.py` and, for videos, `tools/fixtures/video.py`): identical ids,
+//! mask and labels, bit-identical pixels (video frames: decoded bit-identically to PyAV's).
 //!
-//! Not yet: videos are refused (decoding them needs the video reader, which has not landed).
+//! Not yet: videos for LLaVA-Interleave (HF feeds it frames as images) and LLaVA-NeXT.
 //! OneVision multi-image samples are collated as HF does (one square tile per image), but the
 //! model needs HF's `batch_num_images` to tell them from anyres images, which [`LlavaInputs`]
 //! does not carry: the model rejects such batches for now.
 
 mod media;
+mod video;
 
 use crate::config::LlavaConfig;
 use crate::family::LlavaInputs;
@@ -55,9 +62,12 @@ use lmms_core::tensor_file::HostTensor;
 use media::{Images, Pixels};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use video::Videos;
 
 /// The image placeholder of the HF processors (`processor_config.json` may name another).
 const DEFAULT_IMAGE_TOKEN: &str = "<image>";
+/// The video placeholder of the HF processors.
+const DEFAULT_VIDEO_TOKEN: &str = "<video>";
 
 /// The LLaVA collator of one model directory.
 pub struct LlavaCollator {
@@ -67,6 +77,9 @@ pub struct LlavaCollator {
     template: ChatTemplate,
     encode: EncodeOptions,
     images: Images,
+    /// The video pipeline, or why this model takes no videos (said when a sample has one).
+    videos: std::result::Result<Videos, String>,
+    video_token_id: Option<u32>,
     image_token_id: u32,
     pad_id: u32,
     /// Ids the tokenizer adds before / after a text (`add_special_tokens`, e.g. Llama's BOS).
@@ -89,10 +102,12 @@ impl std::fmt::Debug for LlavaCollator {
     }
 }
 
-/// One sample, tokenized and labelled, with its preprocessed images.
+/// One sample, tokenized and labelled, with its preprocessed images and videos.
 struct Prepared {
     encoded: Encoded,
     pixels: Vec<Pixels>,
+    /// `[F, 3, H, W]` per video.
+    videos: Vec<Vec<f32>>,
 }
 
 enum Prepare {
@@ -163,6 +178,34 @@ impl LlavaCollator {
             ));
         }
 
+        // Videos: the pipeline and the placeholder token, or (kept as a message, reported when
+        // a sample has a video) why this model or directory takes none.
+        let video_token_id = config.video_token_id.and_then(|i| u32::try_from(i).ok());
+        let mut videos = match Videos::from_model_dir(&root, &config, options.num_frames) {
+            Ok(_) if video_token_id.is_none() => {
+                Err("config.json's video_token_index is not a token id".to_string())
+            }
+            Ok(v) => Ok(v),
+            Err(e) => Err(describe(&e)),
+        };
+        let mut video_token = DEFAULT_VIDEO_TOKEN.to_string();
+        if let (Some(id), Ok(_)) = (video_token_id, &videos) {
+            let token = read_processor_token(&root, "video_token")?
+                .or_else(|| tokenizer.tokenizer.id_to_token(id))
+                .unwrap_or_else(|| DEFAULT_VIDEO_TOKEN.to_string());
+            match tokenizer.token_id(&token) {
+                Some(i) if i == id => video_token = token,
+                other => {
+                    videos = Err(format!(
+                        "{}: the video token `{token}` is {} in the tokenizer but config.json's \
+                         video_token_index is {id}",
+                        root.join("tokenizer.json").display(),
+                        other.map_or("not a token".to_string(), |i| format!("id {i}"))
+                    ));
+                }
+            }
+        }
+
         let content = if template.source().contains("type") {
             ContentStyle::Parts
         } else {
@@ -172,6 +215,8 @@ impl LlavaCollator {
             content,
             image_text: image_token.clone(),
             image_token,
+            video_text: video_token.clone(),
+            video_token,
             labels: if options.train_on_everything {
                 LabelMode::All
             } else {
@@ -208,6 +253,8 @@ impl LlavaCollator {
             template,
             encode,
             images,
+            videos,
+            video_token_id,
             image_token_id,
             pad_id,
             added,
@@ -232,6 +279,30 @@ impl LlavaCollator {
         self.image_token_id
     }
 
+    /// The id each video placeholder is expanded to, for models that take videos.
+    pub fn video_token_id(&self) -> Option<u32> {
+        self.video_token_id.filter(|_| self.videos.is_ok())
+    }
+
+    /// Placeholder tokens of one video (`num_frames` frames), or why this model takes none.
+    pub fn video_tokens(&self) -> std::result::Result<usize, String> {
+        self.videos
+            .as_ref()
+            .map(Videos::num_tokens)
+            .map_err(Clone::clone)
+    }
+
+    /// The videos of `sample`, or an error naming it when this model takes none.
+    fn video_pipeline(&self, sample: &Sample) -> Result<Option<&Videos>> {
+        if sample.videos.is_empty() {
+            return Ok(None);
+        }
+        match &self.videos {
+            Ok(v) => Ok(Some(v)),
+            Err(why) => Err(sample.origin.error(format!("has a video, but {why}"))),
+        }
+    }
+
     /// The id padding uses.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
@@ -251,9 +322,17 @@ impl LlavaCollator {
             .collect::<Result<Vec<_>>>()
             .map_err(|e| sample.origin.error(describe(&e)))?;
         let id = self.image_token_id;
+        let video = self
+            .video_pipeline(sample)?
+            .zip(self.video_token_id)
+            .map(|(v, vid)| (v.num_tokens(), vid));
         let mut expand = |kind: MediaKind, index: usize| match kind {
             MediaKind::Image => Ok(counts.get(index).map(|&n| vec![id; n])),
-            MediaKind::Video => Err(no_video(sample)),
+            // The encoder has checked that placeholders and videos pair up.
+            MediaKind::Video => match video {
+                Some((n, vid)) => Ok(Some(vec![vid; n])),
+                None => Err(sample.origin.error("has a video placeholder but no video")),
+            },
         };
         let outcome = encode_conversation_with(
             &self.tokenizer,
@@ -288,9 +367,7 @@ impl LlavaCollator {
     }
 
     fn prepare(&self, sample: &Sample) -> Result<Prepare> {
-        if !sample.videos.is_empty() {
-            return Err(no_video(sample));
-        }
+        let video_pipeline = self.video_pipeline(sample)?;
         let images = sample
             .images
             .iter()
@@ -321,7 +398,23 @@ impl LlavaCollator {
                     .map_err(|e| image_error(sample, path, &e))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Prepare::Ready(Prepared { encoded, pixels }))
+        // Videos are decoded only for samples that are kept.
+        let videos = match video_pipeline {
+            None => vec![],
+            Some(v) => sample
+                .videos
+                .iter()
+                .map(|path| {
+                    v.process(path)
+                        .map_err(|e| media_error(sample, "video", path, &e))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        Ok(Prepare::Ready(Prepared {
+            encoded,
+            pixels,
+            videos,
+        }))
     }
 }
 
@@ -364,30 +457,32 @@ fn added_special_ids(tok: &TextTokenizer, probe: &str, dir: &Path) -> Result<(Ve
     Ok((with[..at].to_vec(), with[at + plain.len()..].to_vec()))
 }
 
-fn no_video(sample: &Sample) -> Error {
-    sample.origin.error(
-        "video input needs the video reader, not landed yet (leave video samples out for now)",
-    )
+fn image_error(sample: &Sample, path: &Path, e: &Error) -> Error {
+    media_error(sample, "image", path, e)
 }
 
-fn image_error(sample: &Sample, path: &Path, e: &Error) -> Error {
+/// `<sample>: <what> <path>: <reason>` (an I/O error's path is the media's own).
+fn media_error(sample: &Sample, what: &str, path: &Path, e: &Error) -> Error {
     let reason = match e {
         Error::Io { source, .. } => source.to_string(),
         other => describe(other),
     };
     sample
         .origin
-        .error(format!("image {}: {reason}", path.display()))
+        .error(format!("{what} {}: {reason}", path.display()))
 }
 
 impl Collator for LlavaCollator {
     type Batch = LlavaInputs;
 
     fn collate(&self, samples: &[&Sample]) -> Result<(Option<LlavaInputs>, Vec<Skipped>)> {
-        // Image decoding and preprocessing dominate: samples with images are prepared on
-        // several threads.
-        let with_images = samples.iter().filter(|s| !s.images.is_empty()).count();
-        let prepared = if with_images > 1 {
+        // Image and video decoding and preprocessing dominate: samples with media are prepared
+        // on several threads.
+        let with_media = samples
+            .iter()
+            .filter(|s| !s.images.is_empty() || !s.videos.is_empty())
+            .count();
+        let prepared = if with_media > 1 {
             par_map(samples, |s| self.prepare(s))
         } else {
             samples.iter().map(|s| self.prepare(s)).collect()
@@ -409,8 +504,17 @@ impl Collator for LlavaCollator {
         let encoded: Vec<&Encoded> = kept.iter().map(|p| &p.encoded).collect();
         let padded = pad_batch(&encoded, self.pad_id);
         let batch_num_images: Vec<usize> = kept.iter().map(|p| p.pixels.len()).collect();
-        let pixels: Vec<Pixels> = kept.into_iter().flat_map(|p| p.pixels).collect();
+        let mut pixels: Vec<Pixels> = Vec::new();
+        let mut videos: Vec<Vec<f32>> = Vec::new();
+        for p in kept {
+            pixels.extend(p.pixels);
+            videos.extend(p.videos);
+        }
         let (pixel_values, image_sizes) = self.images.stack(pixels)?;
+        let pixel_values_videos = match &self.videos {
+            Ok(v) => v.stack(videos),
+            Err(_) => None, // no sample with a video got this far
+        };
         let shape = vec![padded.batch, padded.len];
         let tokens = Tokens {
             input_ids: HostTensor {
@@ -431,7 +535,7 @@ impl Collator for LlavaCollator {
                 tokens,
                 pixel_values,
                 image_sizes,
-                pixel_values_videos: None,
+                pixel_values_videos,
                 batch_num_images: Some(batch_num_images),
             }),
             skipped,
@@ -439,9 +543,7 @@ impl Collator for LlavaCollator {
     }
 
     fn num_tokens(&self, sample: &Sample) -> Result<usize> {
-        if !sample.videos.is_empty() {
-            return Err(no_video(sample));
-        }
+        self.video_pipeline(sample)?;
         let sizes = if self.images.needs_sizes() {
             sample
                 .images

@@ -13,8 +13,9 @@ pub use family::LlavaFamily;
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
 const STRATEGIES: &[S] = &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora];
-// Video inputs wait for the video reader: until then no LLaVA model lists them.
 const MEDIA: &[M] = &[M::Image, M::MultiImage, M::TextOnly];
+// LLaVA-Interleave takes videos as frames-as-images, which the collator does not do yet.
+const WITH_VIDEO: &[M] = &[M::Image, M::MultiImage, M::Video, M::TextOnly];
 pub static LLAVA: FamilyDescriptor = FamilyDescriptor {
     id: "llava",
     name: "LLaVA-1.5 / LLaVA-Interleave",
@@ -70,7 +71,7 @@ pub static LLAVA_NEXT_VIDEO: FamilyDescriptor = FamilyDescriptor {
         ),
         ModelEntry::new("llava-next-video-34b", "llava-hf/LLaVA-NeXT-Video-34B-hf"),
     ],
-    modalities: MEDIA,
+    modalities: WITH_VIDEO,
     strategies: STRATEGIES,
     status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),
@@ -97,7 +98,7 @@ pub static LLAVA_ONEVISION: FamilyDescriptor = FamilyDescriptor {
             "llava-hf/llava-onevision-qwen2-72b-ov-hf",
         ),
     ],
-    modalities: MEDIA,
+    modalities: WITH_VIDEO,
     strategies: STRATEGIES,
     status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),

@@ -370,6 +370,7 @@ fn placeholder_count_mismatch_is_an_error() {
 
 #[test]
 fn videos_and_untrainable_samples_are_errors() {
+    // A missing video is named with its sample; num_tokens needs no decoding.
     let c = collator("llava-onevision");
     let mut s = sample(
         &[
@@ -380,13 +381,23 @@ fn videos_and_untrainable_samples_are_errors() {
     );
     s.videos = vec![PathBuf::from("clip.mp4")];
     let e = c.collate(&[&s]).unwrap_err().to_string();
-    assert!(e.contains("sample 7") && e.contains("video reader"), "{e}");
     assert!(
-        c.num_tokens(&s)
-            .unwrap_err()
-            .to_string()
-            .contains("video reader")
+        e.contains("sample 7") && e.contains("video clip.mp4") && e.contains("No such file"),
+        "{e}"
     );
+    assert!(c.num_tokens(&s).unwrap() > 37);
+    // Models that take no videos say so.
+    for variant in ["llava-1.5", "llava-next"] {
+        let c = collator(variant);
+        let e = c.collate(&[&s]).unwrap_err().to_string();
+        assert!(
+            e.contains("sample 7") && e.contains("takes no videos"),
+            "{e}"
+        );
+        let e = c.num_tokens(&s).unwrap_err().to_string();
+        assert!(e.contains("takes no videos"), "{e}");
+        assert_eq!(c.video_token_id(), None);
+    }
 
     let s = sample(&[(Role::User, "Hello?")], vec![]);
     let e = c.collate(&[&s]).unwrap_err().to_string();
@@ -641,5 +652,223 @@ fn collate_throughput() {
     println!(
         "LlavaCollator, CLIP-336, 640x480 PNG, batches of 8: {:.1} samples/s",
         (rounds * batch.len()) as f64 / secs
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Videos: `tests/fixtures/video/` (`tools/fixtures/video.py`) holds a processor directory for the
+// tiny NeXT-Video model (hub layout: `video_preprocessor_config.json`) and one for OneVision
+// (transformers 5 layout: `video_processor` in `processor_config.json`), and what HF's
+// processors returned for `samples.json` with `num_frames=4` (HF's video processors stood in for
+// by the Pillow image processors with their settings, on PyAV-decoded frames: torchvision is not
+// in the reference environment).
+
+const VIDEO_VARIANTS: [&str; 2] = ["llava-next-video", "llava-onevision"];
+
+fn video_fixtures() -> PathBuf {
+    root().join("tests/fixtures/video")
+}
+
+fn video_samples() -> Vec<Sample> {
+    let options = DatasetOptions {
+        media_check: MediaCheck::Exists,
+        ..Default::default()
+    };
+    load_samples(video_fixtures().join("samples.json"), &options).unwrap()
+}
+
+fn video_collator(variant: &str, num_frames: usize) -> LlavaCollator {
+    let options = CollateOptions {
+        num_frames,
+        ..Default::default()
+    };
+    collator_in(&video_fixtures().join(variant), &options)
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn video_batches_match_the_hf_processors() {
+    let samples = video_samples();
+    assert_eq!(samples.len(), 4);
+    for variant in VIDEO_VARIANTS {
+        let c = video_collator(variant, 4);
+        let info = read_json(&video_fixtures().join(variant).join("expected.json"));
+        let per_video = info["video_tokens_per_video"].as_u64().unwrap() as usize;
+        assert_eq!(c.video_tokens(), Ok(per_video), "{variant}");
+        let video_id = info["video_token_id"].as_i64().unwrap();
+        assert_eq!(c.video_token_id().map(i64::from), Some(video_id));
+
+        let batch = collate(&c, &samples);
+        let expected =
+            TensorFile::open(video_fixtures().join(variant).join("expected.safetensors")).unwrap();
+        let t = &batch.tokens;
+        for (name, got) in [
+            ("input_ids", Some(&t.input_ids)),
+            ("attention_mask", t.attention_mask.as_ref()),
+            ("labels", t.labels.as_ref()),
+        ] {
+            let want = expected.i64(name).unwrap();
+            let got = got.unwrap();
+            assert_eq!(got.shape, want.shape, "{variant}: {name} shape");
+            let n = want.shape[1];
+            for row in 0..want.shape[0] {
+                assert_eq!(
+                    got.data[row * n..(row + 1) * n],
+                    want.data[row * n..(row + 1) * n],
+                    "{variant}: {name} row {row}"
+                );
+            }
+        }
+        // Exact token counts per sample.
+        let counts: Vec<usize> = t
+            .input_ids
+            .data
+            .chunks(t.seq())
+            .map(|r| r.iter().filter(|&&i| i == video_id).count())
+            .collect();
+        let want: Vec<usize> =
+            serde_json::from_value(info["video_tokens_per_sample"].clone()).unwrap();
+        assert_eq!(counts, want, "{variant}");
+        // Videos: [V, F, 3, H, W]; decoded frames are bit-identical to PyAV's, so the pixels
+        // are HF's; the assert allows one level (1 / 255 / std) on each value.
+        let want = expected.f32("pixel_values_videos").unwrap();
+        let got = batch.pixel_values_videos.as_ref().unwrap();
+        assert_eq!(
+            got.shape, want.shape,
+            "{variant}: pixel_values_videos shape"
+        );
+        let (max, differ) = max_abs_diff(&got.data, &want.data);
+        assert!(
+            max <= 1.0 / 255.0 / 0.26 + 1e-6,
+            "{variant}: max abs diff {max}"
+        );
+        assert_eq!(
+            differ, 0,
+            "{variant}: {differ} video pixel values differ (max {max})"
+        );
+        // Images: shape and sizes (their values are checked by the collate-llava fixtures).
+        let shape: Vec<usize> = serde_json::from_value(info["pixel_values_shape"].clone()).unwrap();
+        assert_eq!(batch.pixel_values.as_ref().unwrap().shape, shape);
+        assert_eq!(
+            *batch.image_sizes.as_ref().unwrap(),
+            expected.i64("image_sizes").unwrap()
+        );
+        assert_eq!(batch.batch_num_images.as_deref(), Some(&[0, 0, 1, 0][..]));
+
+        let lengths: Vec<usize> = serde_json::from_value(info["lengths"].clone()).unwrap();
+        for (i, s) in samples.iter().enumerate() {
+            assert_eq!(
+                c.num_tokens(s).unwrap(),
+                lengths[i],
+                "{variant}: num_tokens {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn video_batches_run_through_the_models() {
+    // The collated video batches (videos, an image with a video, text only) through the tiny
+    // NeXT-Video and OneVision models: finite logits for every position.
+    let samples = video_samples();
+    for variant in VIDEO_VARIANTS {
+        let batch = collate(&video_collator(variant, 4), &samples);
+        assert_eq!(
+            batch.pixel_values_videos.as_ref().unwrap().shape[..2],
+            [4, 4]
+        );
+        assert_eq!(forward(variant, &batch), [4, batch.tokens.seq(), 256]);
+    }
+    // Another frame count: the model takes any.
+    let batch = collate(&video_collator("llava-next-video", 8), &samples[..1]);
+    assert_eq!(
+        batch.pixel_values_videos.as_ref().unwrap().shape,
+        [1, 8, 3, 32, 32]
+    );
+    forward("llava-next-video", &batch);
+}
+
+#[test]
+fn num_frames_sets_the_video_tokens() {
+    // NeXT-Video: 4x4 patches pooled to 2x2 per frame; OneVision: 5x5 -> 3x3 per frame + 1.
+    for (frames, next, ov) in [(1, 4, 10), (8, 32, 73), (24, 96, 217)] {
+        assert_eq!(
+            video_collator("llava-next-video", frames).video_tokens(),
+            Ok(next)
+        );
+        assert_eq!(
+            video_collator("llava-onevision", frames).video_tokens(),
+            Ok(ov)
+        );
+    }
+    // More frames than the clip has: an error naming the sample and the clip (the length limit
+    // is raised: an over-long sample is skipped before its videos are decoded).
+    let samples = video_samples();
+    let options = CollateOptions {
+        num_frames: 25,
+        model_max_length: Some(4096),
+        ..Default::default()
+    };
+    let c = collator_in(&video_fixtures().join("llava-onevision"), &options);
+    let e = c.collate(&[&samples[0]]).unwrap_err().to_string();
+    assert!(
+        e.contains("sample 0") && e.contains("clip.mp4") && e.contains("fewer than the 25 asked"),
+        "{e}"
+    );
+}
+
+/// A copy of a video fixture directory.
+fn video_dir_copy(variant: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(video_fixtures().join(variant)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+    }
+    tmp
+}
+
+#[test]
+fn video_token_must_match_the_config() {
+    // config.json's video_token_index is not the tokenizer's `<video>`: image and text samples
+    // still collate, a video sample gets the reason.
+    let tmp = video_dir_copy("llava-next-video");
+    let config = tmp.path().join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"video_token_index\": 250", "\"video_token_index\": 5");
+    std::fs::write(&config, text).unwrap();
+    let c = collator_in(tmp.path(), &CollateOptions::default());
+    assert_eq!(c.video_token_id(), None);
+    let samples = video_samples();
+    collate(&c, &samples[3..]);
+    let e = c.collate(&[&samples[0]]).unwrap_err().to_string();
+    assert!(
+        e.contains("sample 0") && e.contains("`<video>` is id 250") && e.contains("is 5"),
+        "{e}"
+    );
+}
+
+#[test]
+fn video_processor_must_fit_the_model() {
+    // A video processor making 48x48 frames for a 32x32 tower: image-only samples still collate,
+    // a video sample gets the reason.
+    let tmp = video_dir_copy("llava-next-video");
+    let vp = tmp.path().join("video_preprocessor_config.json");
+    let text = std::fs::read_to_string(&vp)
+        .unwrap()
+        .replace("\"height\": 32", "\"height\": 48")
+        .replace("\"width\": 32", "\"width\": 48")
+        .replace("\"shortest_edge\": 32", "\"shortest_edge\": 48");
+    std::fs::write(&vp, text).unwrap();
+    let c = collator_in(tmp.path(), &CollateOptions::default());
+    let samples = video_samples();
+    collate(&c, &samples[3..]);
+    let e = c.collate(&[&samples[0]]).unwrap_err().to_string();
+    assert!(
+        e.contains("sample 0") && e.contains("48x48") && e.contains("32x32"),
+        "{e}"
     );
 }
