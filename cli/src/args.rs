@@ -67,25 +67,8 @@ pub enum DataCommand {
 
 #[derive(Debug, Args)]
 pub struct DataInspectArgs {
-    /// The model whose collator (tokenizer, chat template, image processor) is used.
-    #[arg(long, value_name = "ID|DIR")]
-    pub model: String,
-
-    /// The local directory of a registered model id.
-    #[arg(long, value_name = "DIR")]
-    pub model_path: Option<PathBuf>,
-
-    /// The dataset: a JSON list, JSONL, or a data.txt mixture.
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
-
-    /// Folder that relative image paths are resolved against.
-    #[arg(long, value_name = "DIR")]
-    pub image_folder: Option<PathBuf>,
-
-    /// Folder that relative video paths are resolved against.
-    #[arg(long, value_name = "DIR")]
-    pub video_folder: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: ModelAndData,
 
     /// The sample's 0-based position in the dataset.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -98,10 +81,6 @@ pub struct DataInspectArgs {
     /// Print the text, with trained spans between « and » and media tokens collapsed.
     #[arg(long)]
     pub decode: bool,
-
-    /// Longest sequence in tokens, as in training.
-    #[arg(long, value_name = "N")]
-    pub model_max_length: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -210,33 +189,12 @@ pub struct MergeArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The model directory (or registered model id with --model-path / the HF cache).
-    #[arg(long, value_name = "ID|DIR")]
-    pub model: String,
-
-    /// The local directory of a registered model id.
-    #[arg(long, value_name = "DIR")]
-    pub model_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: ModelAndData,
 
     /// A PEFT LoRA adapter to apply.
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
-
-    /// The data: JSON list, JSONL or data.txt.
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
-
-    /// Folder that relative image paths are resolved against.
-    #[arg(long, value_name = "DIR")]
-    pub image_folder: Option<PathBuf>,
-
-    /// Folder that relative video paths are resolved against.
-    #[arg(long, value_name = "DIR")]
-    pub video_folder: Option<PathBuf>,
-
-    /// Longest sequence in tokens; longer samples are skipped and listed.
-    #[arg(long, value_name = "N")]
-    pub model_max_length: Option<usize>,
 
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -254,4 +212,32 @@ pub enum ConfigsCommand {
         /// The folder to write into.
         dir: PathBuf,
     },
+}
+
+/// The model and dataset options that `eval` and `data inspect` share.
+#[derive(Debug, Args)]
+pub struct ModelAndData {
+    /// The model directory (or registered model id with --model-path / the HF cache).
+    #[arg(long, value_name = "ID|DIR")]
+    pub model: String,
+
+    /// The local directory of a registered model id.
+    #[arg(long, value_name = "DIR")]
+    pub model_path: Option<PathBuf>,
+
+    /// The data: a JSON list, JSONL, or a data.txt mixture.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+
+    /// Folder that relative image paths are resolved against.
+    #[arg(long, value_name = "DIR")]
+    pub image_folder: Option<PathBuf>,
+
+    /// Folder that relative video paths are resolved against.
+    #[arg(long, value_name = "DIR")]
+    pub video_folder: Option<PathBuf>,
+
+    /// Longest sequence in tokens, as in training; longer samples are left out and listed.
+    #[arg(long, value_name = "N")]
+    pub model_max_length: Option<usize>,
 }

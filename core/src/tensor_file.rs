@@ -137,51 +137,55 @@ pub enum AnyTensor {
 
 /// Writes f32 and i64 tensors to a safetensors file atomically.
 pub fn write_any(path: &Path, tensors: &[(String, AnyTensor)]) -> Result<()> {
-    use safetensors::tensor::TensorView;
-    let bytes: Vec<(Dtype, Vec<usize>, Vec<u8>)> = tensors
+    let raw = tensors
         .iter()
-        .map(|(_, t)| match t {
+        .map(|(name, t)| match t {
             AnyTensor::F32(t) => (
+                name,
                 Dtype::F32,
-                t.shape.clone(),
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                &t.shape,
+                le_bytes(&t.data, |v| v.to_le_bytes()),
             ),
             AnyTensor::I64(t) => (
+                name,
                 Dtype::I64,
-                t.shape.clone(),
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                &t.shape,
+                le_bytes(&t.data, |v| v.to_le_bytes()),
             ),
         })
         .collect();
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, _), (dtype, shape, b))| {
-            TensorView::new(*dtype, shape.clone(), b)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::tensor(path, name, e.to_string()))
-        })
-        .collect::<Result<_>>()?;
-    let data = safetensors::serialize(views, None)
-        .map_err(|e| Error::config(path, format!("cannot serialize: {e}")))?;
-    crate::fs::write_atomic(path, &data)
+    write_raw(path, raw)
 }
 
 /// Writes f32 tensors to a safetensors file atomically (temp file in the same folder, then
 /// rename), so an interrupted write never leaves a half-written file behind.
 pub fn write_f32(path: &Path, tensors: &[(String, HostTensor<f32>)]) -> Result<()> {
-    use safetensors::tensor::TensorView;
-    let bytes: Vec<Vec<u8>> = tensors
+    let raw = tensors
         .iter()
-        .map(|(_, t)| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .map(|(name, t)| {
+            (
+                name,
+                Dtype::F32,
+                &t.shape,
+                le_bytes(&t.data, |v| v.to_le_bytes()),
+            )
+        })
         .collect();
+    write_raw(path, raw)
+}
+
+fn le_bytes<T: Copy, const N: usize>(data: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    data.iter().flat_map(|v| f(*v)).collect()
+}
+
+fn write_raw(path: &Path, tensors: Vec<(&String, Dtype, &Vec<usize>, Vec<u8>)>) -> Result<()> {
+    use safetensors::tensor::TensorView;
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .zip(&bytes)
-        .map(|((name, t), b)| {
-            TensorView::new(Dtype::F32, t.shape.clone(), b)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::tensor(path, name, e.to_string()))
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, (*shape).clone(), bytes)
+                .map(|v| ((*name).clone(), v))
+                .map_err(|e| Error::tensor(path, name.as_str(), e.to_string()))
         })
         .collect::<Result<_>>()?;
     let data = safetensors::serialize(views, None)

@@ -1,37 +1,16 @@
 //! `lmms eval`: loss of a model (and adapter) on a dataset.
 
 use crate::args::EvalArgs;
-use anyhow::Context;
-use lmms_collators::dataset::{Dataset, DatasetOptions, MediaCheck};
-use lmms_core::Registry;
 use lmms_core::backend::DeviceSpec;
-use lmms_core::collator::CollateOptions;
-use lmms_core::model_dir::resolve_model;
 use std::process::ExitCode;
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
-    let registry = Registry::linked()?;
-    let resolved = resolve_model(&registry, &args.model, args.model_path.as_deref())?;
-    let runtime = resolved.family.descriptor.runtime.with_context(|| {
-        format!(
-            "family `{}` has no model code",
-            resolved.family.descriptor.id
-        )
-    })?;
-    let opts = DatasetOptions {
-        image_folder: args.image_folder.clone(),
-        video_folder: args.video_folder.clone(),
-        media_check: MediaCheck::Exists,
-        ..Default::default()
-    };
-    let data = Dataset::load(&args.data, &opts)?;
+    let (model, data) = args.common.load()?;
+    let (runtime, dir) = (model.runtime, &model.dir);
     let samples: Vec<_> = data.samples().collect();
-    let collate = CollateOptions {
-        model_max_length: args.model_max_length,
-        ..Default::default()
-    };
+    let collate = args.common.collate_options();
     let report = runtime.eval(
-        &resolved.dir,
+        dir,
         args.adapter.as_deref(),
         &samples,
         &collate,

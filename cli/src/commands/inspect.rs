@@ -1,45 +1,25 @@
 //! `lmms data inspect`: one sample collated exactly as training collates it.
 
 use crate::args::DataInspectArgs;
-use anyhow::{Context, bail};
-use lmms_collators::dataset::{Dataset, DatasetOptions, MediaCheck};
+use anyhow::bail;
 use lmms_collators::text::TextTokenizer;
-use lmms_core::Registry;
-use lmms_core::collator::CollateOptions;
-use lmms_core::model_dir::resolve_model;
 use lmms_core::tensor_file::{AnyTensor, write_any};
 use std::process::ExitCode;
 
 pub fn run(args: &DataInspectArgs) -> anyhow::Result<ExitCode> {
-    let registry = Registry::linked()?;
-    let resolved = resolve_model(&registry, &args.model, args.model_path.as_deref())?;
-    let runtime = resolved.family.descriptor.runtime.with_context(|| {
-        format!(
-            "family `{}` has no model code",
-            resolved.family.descriptor.id
-        )
-    })?;
-    let opts = DatasetOptions {
-        image_folder: args.image_folder.clone(),
-        video_folder: args.video_folder.clone(),
-        media_check: MediaCheck::Exists,
-        ..Default::default()
-    };
-    let data = Dataset::load(&args.data, &opts)?;
+    let (model, data) = args.common.load()?;
+    let (runtime, dir) = (model.runtime, &model.dir);
     let samples: Vec<_> = data.samples().collect();
     let Some(sample) = samples.get(args.index) else {
         bail!(
             "{}: has {} samples, no sample {}",
-            args.data.display(),
+            args.common.data.display(),
             samples.len(),
             args.index
         );
     };
-    let collate = CollateOptions {
-        model_max_length: args.model_max_length,
-        ..Default::default()
-    };
-    let (tensors, skipped) = runtime.inspect(&resolved.dir, &[*sample], &collate)?;
+    let collate = args.common.collate_options();
+    let (tensors, skipped) = runtime.inspect(dir, &[*sample], &collate)?;
     for s in &skipped {
         println!(
             "sample {} is left out of training: {}",
@@ -66,7 +46,7 @@ pub fn run(args: &DataInspectArgs) -> anyhow::Result<ExitCode> {
         let trained = labels.iter().filter(|l| **l != -100).count();
         println!("tokens: {}, trained: {trained}", ids.len());
         if args.decode {
-            let tok = TextTokenizer::from_dir(&resolved.dir.root)?;
+            let tok = TextTokenizer::from_dir(&dir.root)?;
             println!("{}", decode_marked(&tok.tokenizer, &ids, &labels));
         }
     }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod common;
 mod configs;
 mod data;
 mod eval;

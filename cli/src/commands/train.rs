@@ -4,12 +4,9 @@
 use crate::train_args::TrainArgs;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use lmms_collators::dataset::{Dataset, DatasetOptions, MediaCheck};
-use lmms_core::Registry;
 use lmms_core::backend::DeviceSpec;
 use lmms_core::collator::Skipped;
 use lmms_core::data::Sample;
-use lmms_core::model_dir::resolve_model;
 use lmms_core::strategy::{
     LoraConfig, PartStrategy, QloraConfig, StrategySpec, TargetModules, TrainStrategy,
 };
@@ -32,7 +29,7 @@ struct ConfigFile {
     training: Option<RunConfig>,
 }
 
-struct Source(Dataset);
+struct Source(lmms_collators::dataset::Dataset);
 
 impl EpochSource for Source {
     fn epoch_len(&self) -> usize {
@@ -59,7 +56,6 @@ pub fn run(flags: &TrainArgs) -> anyhow::Result<ExitCode> {
     let mut training = file.training.unwrap_or_default();
     apply_training_flags(&args, &mut training);
 
-    let registry = Registry::linked()?;
     let device = args.device.unwrap_or(DeviceSpec::Cpu);
     if !device.is_compiled_in() {
         bail!("--device {device} needs a build with CUDA: cargo build --release --features cuda");
@@ -68,13 +64,21 @@ pub fn run(flags: &TrainArgs) -> anyhow::Result<ExitCode> {
         .model
         .as_deref()
         .context("--model is required (or `model` in --config)")?;
-    let resolved = resolve_model(&registry, model, args.model_path.as_deref())?;
+    let loaded = super::common::load_model(model, args.model_path.as_deref())?;
     let strategy = strategy_from_args(&args);
     strategy.validate()?;
     let data = args
         .data
         .as_deref()
         .context("--data is required (or `data` in --config)")?;
+    // The data is checked before anything in the output dir is touched.
+    let images = args.image_folder.as_ref();
+    let videos = args.video_folder.as_ref();
+    let train = Source(super::common::load_data(data, images, videos)?);
+    let eval = match &args.eval_data {
+        Some(p) => Some(Source(super::common::load_data(p, images, videos)?)),
+        None => None,
+    };
     let output_dir = args
         .output_dir
         .clone()
@@ -97,24 +101,6 @@ pub fn run(flags: &TrainArgs) -> anyhow::Result<ExitCode> {
             output_dir.display()
         );
     }
-    let opts = DatasetOptions {
-        image_folder: args.image_folder.clone(),
-        video_folder: args.video_folder.clone(),
-        media_check: MediaCheck::Exists,
-        ..Default::default()
-    };
-    let train = Source(Dataset::load(data, &opts)?);
-    let eval = match &args.eval_data {
-        Some(p) => Some(Source(Dataset::load(p, &opts)?)),
-        None => None,
-    };
-    let runtime = resolved.family.descriptor.runtime.with_context(|| {
-        format!(
-            "family `{}` has no model code",
-            resolved.family.descriptor.id
-        )
-    })?;
-
     // What this run resolved to, next to its outputs.
     std::fs::create_dir_all(&output_dir)
         .with_context(|| format!("cannot create {}", output_dir.display()))?;
@@ -134,8 +120,8 @@ pub fn run(flags: &TrainArgs) -> anyhow::Result<ExitCode> {
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).ok();
     let mut observer = Progress { bar: None, stop };
     let request = TrainRequest {
-        model_dir: &resolved.dir,
-        base_name: Some(resolved.model_id.unwrap_or(model)),
+        model_dir: &loaded.dir,
+        base_name: Some(loaded.model_id.unwrap_or(model)),
         strategy: &strategy,
         data: &train,
         eval: eval.as_ref().map(|e| e as &dyn EpochSource),
@@ -143,7 +129,7 @@ pub fn run(flags: &TrainArgs) -> anyhow::Result<ExitCode> {
         output_dir: &output_dir,
         resume,
     };
-    let report = runtime.train(&request, device, &mut observer)?;
+    let report = loaded.runtime.train(&request, device, &mut observer)?;
     if let Some(bar) = observer.bar.take() {
         bar.finish_and_clear();
     }
