@@ -359,3 +359,30 @@ fn every_ready_made_config_parses_and_one_trains() {
         .failure()
         .stderr(predicate::str::contains("already exists"));
 }
+
+#[test]
+fn bf16_mixed_precision_lora_and_full_runs_train() {
+    let d = tempfile::tempdir().unwrap();
+    for (name, extra) in [("lora", &[][..]), ("full", &["--use-lora", "false"][..])] {
+        let out = d.path().join(name);
+        let mut args = vec!["train".to_string(), "--config".into()];
+        args.push(
+            root()
+                .join("example_data/tiny-llava-lora.toml")
+                .display()
+                .to_string(),
+        );
+        for a in ["--bf16", "--max-steps", "30", "--output-dir"] {
+            args.push(a.into());
+        }
+        args.push(out.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        lmms().current_dir(root()).args(&args).assert().success();
+        let l = losses(&out);
+        let (first, last) = (l[..3].iter().sum::<f64>(), l[27..].iter().sum::<f64>());
+        assert!(last < first * 0.9, "{name}: loss did not fall: {l:?}");
+    }
+    // Trained weights are kept in f32: the adapter is f32 and loads back.
+    let f = TensorFile::open(d.path().join("lora/adapter_model.safetensors")).unwrap();
+    assert!(!f.names().is_empty());
+}

@@ -148,6 +148,11 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub logging_steps: Option<u64>,
 
+    /// Mixed precision: frozen weights and activations in bf16, trained weights and optimizer
+    /// state in f32.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub bf16: Option<bool>,
+
     /// Seed for shuffling, dropout and initialisation [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -241,6 +246,7 @@ impl TrainArgs {
             eval_steps,
             logging_steps,
             seed,
+            bf16,
             overwrite_output_dir,
             resume,
             config,

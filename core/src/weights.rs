@@ -433,6 +433,12 @@ impl<'s> Vars<'s> {
             .lock()
             .expect("weight store lock")
             .insert(id, info);
+        // Mixed precision: what trains keeps f32 master weights; frozen weights stay bf16.
+        let tensor = if trainable {
+            tensor.cast(burn::tensor::DType::F32)
+        } else {
+            tensor
+        };
         Param::initialized(id, tensor).set_require_grad(trainable)
     }
 

@@ -197,9 +197,15 @@ impl LlavaFamily {
         let [_, k, d] = per_frame.dims();
         let per_video = per_frame.reshape([n, frames * k, d]);
         let per_video = match (c.variant, model.newline()) {
-            (Variant::OneVision, Some(nl)) => {
-                Tensor::cat(vec![per_video, nl.reshape([1, 1, d]).expand([n, 1, d])], 1)
-            }
+            (Variant::OneVision, Some(nl)) => Tensor::cat(
+                vec![
+                    per_video.clone(),
+                    nl.cast(per_video.dtype())
+                        .reshape([1, 1, d])
+                        .expand([n, 1, d]),
+                ],
+                1,
+            ),
             _ => per_video,
         };
         let [n, k, d] = per_video.dims();

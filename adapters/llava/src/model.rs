@@ -135,8 +135,9 @@ impl<B: Backend> Llava<B> {
             return Ok(text);
         }
         let hidden = text.dims()[2];
+        let dtype = text.dtype();
         let mut all = vec![text.reshape([b * t, hidden])];
-        all.extend(tables);
+        all.extend(tables.into_iter().map(|f| f.cast(dtype)));
         let table = Tensor::cat(all, 0);
         let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [b * t]), device);
         Ok(table.select(0, index).reshape([b, t, hidden]))

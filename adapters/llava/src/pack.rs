@@ -28,6 +28,7 @@ pub fn pack_image<B: Backend>(
     newline: Option<Tensor<B, 1>>,
 ) -> Tensor<B, 2> {
     let [tiles, p, d] = features.dims();
+    let newline = newline.map(|n| n.cast(features.dtype()));
     if tiles == 1 {
         let f = features.reshape([p, d]);
         return match newline {

@@ -203,6 +203,7 @@ fn apply_training_flags(a: &TrainArgs, t: &mut RunConfig) {
     set!(a.warmup_ratio => t.warmup_ratio);
     set!(a.logging_steps => t.logging_steps);
     set!(a.seed => t.seed);
+    set!(a.bf16 => t.bf16);
     if a.max_steps.is_some() {
         t.max_steps = a.max_steps;
     }

@@ -98,11 +98,22 @@ impl<B: Backend> Linear<B> {
         self
     }
 
+    /// Under mixed precision a trained layer keeps f32 weights while activations are bf16: the
+    /// layer computes in its weights' dtype and answers in the input's.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let delta = self.lora.as_ref().map(|l| l.delta(x.clone()));
         let bias = self.bias.as_ref().map(|b| b.val());
         let y = match (&self.weight, &self.quantized) {
-            (Some(w), _) => burn::tensor::module::linear(x, w.val(), bias),
+            (Some(w), _) => {
+                let (w, dtype) = (w.val(), x.dtype());
+                if w.dtype() == dtype {
+                    burn::tensor::module::linear(x, w, bias)
+                } else {
+                    let wd = w.dtype();
+                    burn::tensor::module::linear(x.cast(wd), w, bias.map(|b| b.cast(wd)))
+                        .cast(dtype)
+                }
+            }
             (None, Some(q)) => {
                 let y = q.matmul(x);
                 match bias {

@@ -33,7 +33,9 @@ impl<B: Backend> RmsNorm<B> {
         let x = x.cast(burn::tensor::DType::F32);
         let var = x.clone().powi_scalar(2).mean_dim(D - 1);
         let x = x * (var + self.eps).sqrt().recip();
-        x.cast(dtype) * self.weight.val().unsqueeze::<D>()
+        let w = self.weight.val();
+        // HF: weight * x.to(input_dtype); a trained f32 weight over bf16 activations answers bf16.
+        (x.cast(dtype).cast(w.dtype()) * w.unsqueeze::<D>()).cast(dtype)
     }
 }
 
@@ -61,10 +63,13 @@ impl<B: Backend> LayerNorm<B> {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let (w, b) = (self.weight.val(), self.bias.val());
+        let x = x.cast(w.dtype());
         let mean = x.clone().mean_dim(D - 1);
         let x = x - mean;
         let var = x.clone().powi_scalar(2).mean_dim(D - 1);
         let x = x * (var + self.eps).sqrt().recip();
-        x * self.weight.val().unsqueeze::<D>() + self.bias.val().unsqueeze::<D>()
+        (x * w.unsqueeze::<D>() + b.unsqueeze::<D>()).cast(dtype)
     }
 }

@@ -42,6 +42,9 @@ pub struct RunConfig {
     pub save_total_limit: Option<usize>,
     pub eval_steps: Option<u64>,
     pub seed: u64,
+    /// Mixed precision: frozen weights and activations in bf16; what trains (LoRA, fully
+    /// trained parts) keeps f32 weights and optimizer state.
+    pub bf16: bool,
     #[serde(flatten)]
     pub optimizer: OptimizerConfig,
     #[serde(flatten)]
@@ -63,6 +66,7 @@ impl Default for RunConfig {
             save_total_limit: Some(2),
             eval_steps: None,
             seed: 42,
+            bf16: false,
             optimizer: OptimizerConfig::default(),
             collate: CollateOptions::default(),
         }
@@ -201,7 +205,8 @@ where
         adapter: None,
     };
     B::seed(device, cfg.seed);
-    let (mut model, info) = build_model::<B, F>(family, req.model_dir, DType::F32, &plans, device)?;
+    let dtype = if cfg.bf16 { DType::Bf16 } else { DType::F32 };
+    let (mut model, info) = build_model::<B, F>(family, req.model_dir, dtype, &plans, device)?;
     let lora = registry.entries();
     let groups = param_groups(family, &model, &info, &lora)?;
     // Names of everything that trains, for checkpoints.
