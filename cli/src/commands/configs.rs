@@ -32,6 +32,13 @@ const RECIPES: &[Recipe] = &[
         learning_rate: "2e-4",
     },
     Recipe {
+        suffix: "qlora",
+        about: "QLoRA: LLM frozen in 4 bits with LoRA on top, projector trained",
+        needs: &[StrategyKind::Qlora],
+        keys: "q_lora = true\nlora_rank = 8\nlora_alpha = 8\nlora_dropout = 0.05\ntrain_vision_projector = true\n",
+        learning_rate: "2e-4",
+    },
+    Recipe {
         suffix: "full",
         about: "full fine-tuning of the LLM and projector, vision tower frozen",
         needs: &[StrategyKind::Full],
