@@ -7,6 +7,8 @@
 //! - [`text`]: tokenization and label masking (only assistant replies train), media
 //!   placeholder expansion hook, length limits.
 //! - [`image`]: image processors matching the HF ones, pixel for pixel where the resize allows.
+//! - [`video`]: frames decoded with FFmpeg and sampled as transformers samples them, and the
+//!   LLaVA video processors.
 
 pub mod dataset;
 pub mod image;
