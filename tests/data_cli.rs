@@ -77,7 +77,7 @@ fn mixture_with_token_statistics() {
         "per epoch: 12",
         "tokens:    p50 ",
         "over --max-length 100: ",
-        "example_data/xcomposer_dataset.json: sample 1: 143 tokens",
+        "example_data/xcomposer_dataset.json: sample 1: 145 tokens",
     ] {
         assert!(text.contains(want), "no `{want}` in:\n{text}");
     }

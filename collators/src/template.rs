@@ -108,6 +108,18 @@ pub enum ContentStyle {
     Parts,
 }
 
+impl ContentStyle {
+    /// What `template` expects: VLM templates that read `content[i]['type']` get typed parts,
+    /// others plain strings (as HF processors pass them).
+    pub fn for_template(template: &ChatTemplate) -> Self {
+        if template.source().contains("type") {
+            ContentStyle::Parts
+        } else {
+            ContentStyle::Text
+        }
+    }
+}
+
 /// The role names HF templates use.
 pub fn role_str(role: Role) -> &'static str {
     match role {

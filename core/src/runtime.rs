@@ -302,6 +302,14 @@ pub trait DynFamily: Send + Sync + std::fmt::Debug {
         options: &CollateOptions,
     ) -> Result<Inspected>;
 
+    /// Each sample's sequence length as the family's collator builds it (media included).
+    fn num_tokens(
+        &self,
+        model: &ModelDir,
+        samples: &[&crate::data::Sample],
+        options: &CollateOptions,
+    ) -> Result<Vec<Result<usize>>>;
+
     /// Trains (see [`crate::train::run`]).
     fn train(
         &self,
@@ -330,6 +338,16 @@ where
             weights.config.scaling(),
         )?;
         crate::export::save_full_model_with(out, &model, &info, &base.root, 5 << 30, merged)
+    }
+
+    fn num_tokens(
+        &self,
+        model: &ModelDir,
+        samples: &[&crate::data::Sample],
+        options: &CollateOptions,
+    ) -> Result<Vec<Result<usize>>> {
+        let collator = self.collator(model, options)?;
+        Ok(samples.iter().map(|s| collator.num_tokens(s)).collect())
     }
 
     fn inspect(

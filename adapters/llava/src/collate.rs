@@ -206,11 +206,7 @@ impl LlavaCollator {
             }
         }
 
-        let content = if template.source().contains("type") {
-            ContentStyle::Parts
-        } else {
-            ContentStyle::Text
-        };
+        let content = ContentStyle::for_template(&template);
         let encode = EncodeOptions {
             content,
             image_text: image_token.clone(),

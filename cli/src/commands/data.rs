@@ -169,6 +169,9 @@ fn check(args: &DataCheckArgs) -> anyhow::Result<ExitCode> {
                 t.template.origin(),
             );
         }
+        if let Some(model) = &args.model {
+            media_lengths(model, args, &samples)?;
+        }
         if let Some(limit) = args.max_length {
             let n = stats.over_limit.len();
             println!(
@@ -209,25 +212,45 @@ struct TokenStats {
 
 /// Encodes every sample (on all cores) for its token count. Templates written for typed content
 /// (`[{"type": "image"}, ...]`) are detected by trying the first sample with string content.
+/// With `--model` of a family that has model code: lengths as its collator builds them, media
+/// tokens included (what training sees).
+fn media_lengths(model: &str, args: &DataCheckArgs, samples: &[&Sample]) -> anyhow::Result<()> {
+    let loaded = super::common::load_model(model, args.model_path.as_deref())?;
+    let options = lmms_core::collator::CollateOptions::default();
+    let lengths = loaded.runtime.num_tokens(&loaded.dir, samples, &options)?;
+    let mut lens: Vec<usize> = lengths
+        .iter()
+        .filter_map(|l| l.as_ref().ok().copied())
+        .collect();
+    lens.sort_unstable();
+    if let Some(&max) = lens.last() {
+        let pct = |p: f64| lens[((p * lens.len() as f64).ceil() as usize).clamp(1, lens.len()) - 1];
+        println!(
+            "with media: p50 {}, p95 {}, max {max} tokens per sample (the model's collator)",
+            pct(0.5),
+            pct(0.95)
+        );
+    }
+    if let Some(limit) = args.max_length {
+        let over = samples
+            .iter()
+            .zip(&lengths)
+            .filter(|(_, l)| l.as_ref().is_ok_and(|l| *l > limit))
+            .count();
+        println!("with media over --max-length {limit}: {over} samples (skipped in training)");
+    }
+    Ok(())
+}
+
 fn token_stats(text: &TextSide, samples: &[&Sample], max_length: Option<usize>) -> TokenStats {
-    let mut options = EncodeOptions {
+    let options = EncodeOptions {
         labels: LabelMode::AssistantOnly,
+        content: ContentStyle::for_template(&text.template),
         // Family-specific media tokens are not known here.
         image_token: String::new(),
         video_token: String::new(),
         ..Default::default()
     };
-    if let Some(first) = samples.first()
-        && encode_conversation(&text.tokenizer, &text.template, first, &options).is_err()
-    {
-        let parts = EncodeOptions {
-            content: ContentStyle::Parts,
-            ..options.clone()
-        };
-        if encode_conversation(&text.tokenizer, &text.template, first, &parts).is_ok() {
-            options = parts;
-        }
-    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = samples.len().div_ceil(threads).max(1);
     let results: Vec<lmms_core::Result<(usize, usize)>> = std::thread::scope(|scope| {
