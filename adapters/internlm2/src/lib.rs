@@ -1,4 +1,15 @@
-//! InternLM2 chat LLMs (`InternLM2ForCausalLM`, hub remote code `modeling_internlm2.py`): grouped fused `wqkv`, dynamic NTK RoPE. The XTuner assistant workflow's base model.
+//! InternLM2 chat LLMs (`InternLM2ForCausalLM`, hub remote code `modeling_internlm2.py`): the
+//! shared Llama-style decoder with InternLM2's module names, a grouped fused `wqkv`
+//! ([`lmms_core::nn::QkvLayout::Grouped`]) and dynamic NTK RoPE. The XTuner assistant
+//! workflow's base model.
+
+pub mod collate;
+pub mod config;
+pub mod family;
+
+pub use collate::InternLm2Collator;
+pub use config::InternLm2Config;
+pub use family::InternLm2Family;
 
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
@@ -13,10 +24,10 @@ pub static INTERNLM2: FamilyDescriptor = FamilyDescriptor {
     ],
     modalities: &[M::TextOnly],
     strategies: &[S::Full, S::Lora],
-    status: Status::Planned {
-        note: "model code and HF parity not landed yet",
+    status: Status::ParityOnly {
+        note: "HF parity passes; end-to-end training and the XTuner workflow are not landed yet",
     },
     crate_name: env!("CARGO_PKG_NAME"),
-    runtime: None,
+    runtime: Some(&InternLm2Family),
 };
 lmms_core::register_family!(INTERNLM2);

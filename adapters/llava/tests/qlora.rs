@@ -46,7 +46,7 @@ fn llm_linears<B: Backend>(m: &Llava<B>) -> Vec<&Linear<B>> {
     let mut out = Vec::new();
     for l in &lm.layers {
         let (a, f) = (&l.self_attn, &l.mlp);
-        out.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]);
+        out.extend(a.linears());
         out.extend([&f.gate_proj, &f.up_proj, &f.down_proj]);
     }
     out.extend(lm.lm_head.as_ref());

@@ -2,18 +2,66 @@
 //! pre-norm layers of GQA self-attention with RoPE and a SwiGLU MLP, a final RMSNorm, and the LM
 //! head (or the tied embedding). Module paths are the HF ones under the LLM's prefix:
 //! `model.embed_tokens`, `model.layers.N.{self_attn,mlp,input_layernorm,post_attention_layernorm}`,
-//! `model.norm`, `lm_head`.
+//! `model.norm`, `lm_head`. Models with other module names (InternLM2's `attention.wqkv`,
+//! `feed_forward.w1`, `attention_norm`, `tok_embeddings`, `output`) load through
+//! [`CausalLm::load_named`] with their [`LlmNames`].
 
 use crate::error::Result;
 use crate::llm::config::TextConfig;
 use crate::nn::{
-    Attention, AttentionConfig, AttentionMask, Embedding, GatedMlp, Linear, PartPlan, RmsNorm,
-    RotaryEmbedding,
+    Attention, AttentionConfig, AttentionMask, Embedding, GatedMlp, Linear, PartPlan, QkvLayout,
+    RmsNorm, RotaryEmbedding,
 };
 use crate::weights::Vars;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
+
+/// Checkpoint names of a decoder's modules (the layers are `model.layers.N`, the final norm
+/// `model.norm` in every layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LlmNames {
+    /// Under `model.`.
+    pub embed_tokens: &'static str,
+    /// At the root, next to `model`.
+    pub lm_head: &'static str,
+    pub self_attn: &'static str,
+    pub qkv: QkvLayout,
+    pub o_proj: &'static str,
+    pub mlp: &'static str,
+    /// Gate, up, down.
+    pub mlp_proj: [&'static str; 3],
+    pub input_layernorm: &'static str,
+    pub post_attention_layernorm: &'static str,
+}
+
+impl LlmNames {
+    /// Llama, Mistral, Qwen2.
+    pub const LLAMA: LlmNames = LlmNames {
+        embed_tokens: "embed_tokens",
+        lm_head: "lm_head",
+        self_attn: "self_attn",
+        qkv: QkvLayout::Separate,
+        o_proj: "o_proj",
+        mlp: "mlp",
+        mlp_proj: crate::nn::mlp::GATE_UP_DOWN,
+        input_layernorm: "input_layernorm",
+        post_attention_layernorm: "post_attention_layernorm",
+    };
+
+    /// InternLM2 (`modeling_internlm2.py`): grouped fused `wqkv`.
+    pub const INTERNLM2: LlmNames = LlmNames {
+        embed_tokens: "tok_embeddings",
+        lm_head: "output",
+        self_attn: "attention",
+        qkv: QkvLayout::Grouped { name: "wqkv" },
+        o_proj: "wo",
+        mlp: "feed_forward",
+        mlp_proj: ["w1", "w3", "w2"],
+        input_layernorm: "attention_norm",
+        post_attention_layernorm: "ffn_norm",
+    };
+}
 
 #[derive(Module, Debug)]
 pub struct DecoderLayer<B: Backend> {
@@ -30,6 +78,16 @@ impl<B: Backend> DecoderLayer<B> {
         plan: &PartPlan<'_>,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::load_named(vars, c, &LlmNames::LLAMA, plan, device)
+    }
+
+    pub fn load_named(
+        vars: &Vars<'_>,
+        c: &TextConfig,
+        n: &LlmNames,
+        plan: &PartPlan<'_>,
+        device: &B::Device,
+    ) -> Result<Self> {
         let attn = AttentionConfig {
             hidden: c.hidden_size,
             num_heads: c.num_attention_heads,
@@ -37,14 +95,21 @@ impl<B: Backend> DecoderLayer<B> {
             head_dim: c.head_dim(),
             qkv_bias: c.qkv_bias(),
             o_bias: c.o_bias(),
-            o_name: "o_proj",
+            o_name: n.o_proj,
             scale: None,
         };
         let eps = c.rms_norm_eps;
         Ok(DecoderLayer {
-            self_attn: Attention::load(&vars.pp("self_attn"), &attn, plan, device)?,
-            mlp: GatedMlp::load(
-                &vars.pp("mlp"),
+            self_attn: Attention::load_with_layout(
+                &vars.pp(n.self_attn),
+                &attn,
+                n.qkv,
+                plan,
+                device,
+            )?,
+            mlp: GatedMlp::load_named(
+                &vars.pp(n.mlp),
+                n.mlp_proj,
                 c.hidden_size,
                 c.intermediate_size,
                 c.mlp_bias,
@@ -53,14 +118,14 @@ impl<B: Backend> DecoderLayer<B> {
                 device,
             )?,
             input_layernorm: RmsNorm::load(
-                &vars.pp("input_layernorm"),
+                &vars.pp(n.input_layernorm),
                 c.hidden_size,
                 eps,
                 plan.trainable,
                 device,
             )?,
             post_attention_layernorm: RmsNorm::load(
-                &vars.pp("post_attention_layernorm"),
+                &vars.pp(n.post_attention_layernorm),
                 c.hidden_size,
                 eps,
                 plan.trainable,
@@ -104,19 +169,31 @@ impl<B: Backend> CausalLm<B> {
         plan: &PartPlan<'_>,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::load_named(vars, c, &LlmNames::LLAMA, plan, device)
+    }
+
+    /// [`Self::load`] with the module names `n`.
+    pub fn load_named(
+        vars: &Vars<'_>,
+        c: &TextConfig,
+        n: &LlmNames,
+        plan: &PartPlan<'_>,
+        device: &B::Device,
+    ) -> Result<Self> {
         let m = vars.pp("model");
         let layers = (0..c.num_hidden_layers)
-            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), c, plan, device))
+            .map(|i| DecoderLayer::load_named(&m.pp("layers").pp(i), c, n, plan, device))
             .collect::<Result<Vec<_>>>()?;
-        // Some tied checkpoints still store lm_head.weight; only the embedding is used then.
+        // Some tied checkpoints still store the head's weight; only the embedding is used then.
+        let head_weight = format!("{}.weight", n.lm_head);
         let lm_head = if c.tie_word_embeddings {
-            if vars.contains("lm_head.weight") {
-                vars.tensor::<B, 2>("lm_head.weight", [c.vocab_size, c.hidden_size], device)?;
+            if vars.contains(&head_weight) {
+                vars.tensor::<B, 2>(&head_weight, [c.vocab_size, c.hidden_size], device)?;
             }
             None
         } else {
             Some(Linear::load(
-                &vars.pp("lm_head"),
+                &vars.pp(n.lm_head),
                 c.hidden_size,
                 c.vocab_size,
                 false,
@@ -126,7 +203,7 @@ impl<B: Backend> CausalLm<B> {
         };
         Ok(CausalLm {
             embed_tokens: Embedding::load(
-                &m.pp("embed_tokens"),
+                &m.pp(n.embed_tokens),
                 c.vocab_size,
                 c.hidden_size,
                 plan.trainable,

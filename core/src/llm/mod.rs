@@ -6,4 +6,4 @@ pub mod decoder;
 pub mod loss;
 
 pub use config::TextConfig;
-pub use decoder::{CausalLm, DecoderLayer};
+pub use decoder::{CausalLm, DecoderLayer, LlmNames};

@@ -1,7 +1,9 @@
 //! Multi-head attention with grouped-query heads, optional rotary embeddings and an additive
 //! mask, as in transformers' Llama/Qwen2/Mistral (`q_proj`/`k_proj`/`v_proj`/`o_proj`) and
-//! CLIP/SigLIP (`out_proj`) attention. The score/softmax/value product is burn's fused
-//! `module::attention`.
+//! CLIP/SigLIP (`out_proj`) attention. The q/k/v projections are separate or one fused linear
+//! ([`QkvLayout`]: Phi-3's `qkv_proj`, InternLM2's grouped `wqkv`); a fused one is a single
+//! linear, so LoRA on it is one adapter, as PEFT targets it. The score/softmax/value product is
+//! burn's fused `module::attention`.
 
 use crate::error::Result;
 use crate::nn::linear::Linear;
@@ -32,12 +34,85 @@ pub struct AttentionConfig {
     pub scale: Option<f64>,
 }
 
+/// How q, k and v are projected from the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QkvLayout {
+    /// Three linears, `q_proj`, `k_proj`, `v_proj`.
+    #[default]
+    Separate,
+    /// One linear (named `name`) whose output is all q heads, then all k heads, then all v
+    /// heads (Phi-3's `qkv_proj`).
+    Concat { name: &'static str },
+    /// One linear (named `name`) whose output is laid out per kv-head group: for each kv head,
+    /// its `num_heads / num_kv_heads` q heads, then its k head, then its v head (InternLM2's
+    /// `wqkv`: `rearrange(qkv, "b q (h gs d) -> b q h gs d", gs=2 + groups)`).
+    Grouped { name: &'static str },
+}
+
+impl QkvLayout {
+    /// Splits a fused projection `[B, T, (H + 2 KV) * D]` into q `[B, T, H, D]`, k and v
+    /// `[B, T, KV, D]` (q head `h * H / KV + i` belongs to kv head `h`, as [`repeat_kv`] assumes).
+    pub fn split<B: Backend>(
+        &self,
+        y: Tensor<B, 3>,
+        num_heads: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, t, _] = y.dims();
+        let (h, kv, d) = (num_heads, num_kv_heads, head_dim);
+        match self {
+            QkvLayout::Grouped { .. } => {
+                let g = h / kv;
+                let y = y.reshape([b, t, kv, g + 2, d]);
+                let q = y.clone().slice([0..b, 0..t, 0..kv, 0..g, 0..d]);
+                let k = y.clone().slice([0..b, 0..t, 0..kv, g..g + 1, 0..d]);
+                let v = y.slice([0..b, 0..t, 0..kv, g + 1..g + 2, 0..d]);
+                (
+                    q.reshape([b, t, h, d]),
+                    k.reshape([b, t, kv, d]),
+                    v.reshape([b, t, kv, d]),
+                )
+            }
+            QkvLayout::Concat { .. } | QkvLayout::Separate => {
+                let (q_end, k_end) = (h * d, (h + kv) * d);
+                let q = y.clone().slice([0..b, 0..t, 0..q_end]);
+                let k = y.clone().slice([0..b, 0..t, q_end..k_end]);
+                let v = y.slice([0..b, 0..t, k_end..k_end + kv * d]);
+                (
+                    q.reshape([b, t, h, d]),
+                    k.reshape([b, t, kv, d]),
+                    v.reshape([b, t, kv, d]),
+                )
+            }
+        }
+    }
+}
+
+/// Separate q/k/v projections.
 #[derive(Module, Debug)]
-pub struct Attention<B: Backend> {
+pub struct SeparateQkv<B: Backend> {
     pub q_proj: Linear<B>,
     pub k_proj: Linear<B>,
     pub v_proj: Linear<B>,
+}
+
+/// The q/k/v projection(s) of an [`Attention`], per [`QkvLayout`].
+// One per attention layer: the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum QkvProj<B: Backend> {
+    Separate(SeparateQkv<B>),
+    /// One fused linear; the layout is the attention's `layout`.
+    Fused(Linear<B>),
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub qkv: QkvProj<B>,
     pub o_proj: Linear<B>,
+    #[module(skip)]
+    pub layout: QkvLayout,
     #[module(skip)]
     pub num_heads: usize,
     #[module(skip)]
@@ -105,19 +180,41 @@ impl<B: Backend> AttentionMask<B> {
 }
 
 impl<B: Backend> Attention<B> {
+    /// Loads separate `q_proj`/`k_proj`/`v_proj` projections.
     pub fn load(
         vars: &Vars<'_>,
         c: &AttentionConfig,
         plan: &PartPlan<'_>,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::load_with_layout(vars, c, QkvLayout::Separate, plan, device)
+    }
+
+    /// Loads the q/k/v projection(s) in `layout`.
+    pub fn load_with_layout(
+        vars: &Vars<'_>,
+        c: &AttentionConfig,
+        layout: QkvLayout,
+        plan: &PartPlan<'_>,
+        device: &B::Device,
+    ) -> Result<Self> {
         let q = c.num_heads * c.head_dim;
         let kv = c.num_kv_heads * c.head_dim;
+        let bias = c.qkv_bias;
+        let qkv = match layout {
+            QkvLayout::Separate => QkvProj::Separate(SeparateQkv {
+                q_proj: Linear::load(&vars.pp("q_proj"), c.hidden, q, bias, plan, device)?,
+                k_proj: Linear::load(&vars.pp("k_proj"), c.hidden, kv, bias, plan, device)?,
+                v_proj: Linear::load(&vars.pp("v_proj"), c.hidden, kv, bias, plan, device)?,
+            }),
+            QkvLayout::Concat { name } | QkvLayout::Grouped { name } => QkvProj::Fused(
+                Linear::load(&vars.pp(name), c.hidden, q + 2 * kv, bias, plan, device)?,
+            ),
+        };
         Ok(Attention {
-            q_proj: Linear::load(&vars.pp("q_proj"), c.hidden, q, c.qkv_bias, plan, device)?,
-            k_proj: Linear::load(&vars.pp("k_proj"), c.hidden, kv, c.qkv_bias, plan, device)?,
-            v_proj: Linear::load(&vars.pp("v_proj"), c.hidden, kv, c.qkv_bias, plan, device)?,
+            qkv,
             o_proj: Linear::load(&vars.pp(c.o_name), q, c.hidden, c.o_bias, plan, device)?,
+            layout,
             num_heads: c.num_heads,
             num_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
@@ -133,10 +230,8 @@ impl<B: Backend> Attention<B> {
         mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
-        let mut q = heads(self.q_proj.forward(x.clone()), self.num_heads);
-        let mut k = heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
-        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let (q, k, v) = self.project(x);
+        let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         if let Some((cos, sin)) = rope {
             q = apply_rotary(q, cos, sin);
             k = apply_rotary(k, cos, sin);
@@ -157,6 +252,32 @@ impl<B: Backend> Attention<B> {
             .swap_dims(1, 2)
             .reshape([b, t, self.num_heads * self.head_dim]);
         self.o_proj.forward(y)
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    /// q `[B, T, H, D]`, k and v `[B, T, KV, D]`.
+    pub fn project(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, t, _] = x.dims();
+        let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        match &self.qkv {
+            QkvProj::Separate(p) => (
+                p.q_proj.forward(x.clone()).reshape([b, t, h, d]),
+                p.k_proj.forward(x.clone()).reshape([b, t, kv, d]),
+                p.v_proj.forward(x).reshape([b, t, kv, d]),
+            ),
+            QkvProj::Fused(l) => self.layout.split(l.forward(x), h, kv, d),
+        }
+    }
+
+    /// The linear layers, q/k/v projection(s) first, then the output projection.
+    pub fn linears(&self) -> Vec<&Linear<B>> {
+        let mut out = match &self.qkv {
+            QkvProj::Separate(p) => vec![&p.q_proj, &p.k_proj, &p.v_proj],
+            QkvProj::Fused(l) => vec![l],
+        };
+        out.push(&self.o_proj);
+        out
     }
 }
 

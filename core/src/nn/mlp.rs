@@ -20,7 +20,11 @@ pub struct GatedMlp<B: Backend> {
     pub act: Activation,
 }
 
+/// Checkpoint names of the gate, up and down projections of Llama-style models.
+pub const GATE_UP_DOWN: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
+
 impl<B: Backend> GatedMlp<B> {
+    /// Loads `gate_proj`, `up_proj`, `down_proj`.
     pub fn load(
         vars: &Vars<'_>,
         hidden: usize,
@@ -30,31 +34,35 @@ impl<B: Backend> GatedMlp<B> {
         plan: &PartPlan<'_>,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::load_named(
+            vars,
+            GATE_UP_DOWN,
+            hidden,
+            intermediate,
+            bias,
+            act,
+            plan,
+            device,
+        )
+    }
+
+    /// Loads the gate, up and down projections under the checkpoint names `names` (in that
+    /// order; InternLM2's are `w1`, `w3`, `w2`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_named(
+        vars: &Vars<'_>,
+        names: [&str; 3],
+        hidden: usize,
+        intermediate: usize,
+        bias: bool,
+        act: Activation,
+        plan: &PartPlan<'_>,
+        device: &B::Device,
+    ) -> Result<Self> {
         Ok(GatedMlp {
-            gate_proj: Linear::load(
-                &vars.pp("gate_proj"),
-                hidden,
-                intermediate,
-                bias,
-                plan,
-                device,
-            )?,
-            up_proj: Linear::load(
-                &vars.pp("up_proj"),
-                hidden,
-                intermediate,
-                bias,
-                plan,
-                device,
-            )?,
-            down_proj: Linear::load(
-                &vars.pp("down_proj"),
-                intermediate,
-                hidden,
-                bias,
-                plan,
-                device,
-            )?,
+            gate_proj: Linear::load(&vars.pp(names[0]), hidden, intermediate, bias, plan, device)?,
+            up_proj: Linear::load(&vars.pp(names[1]), hidden, intermediate, bias, plan, device)?,
+            down_proj: Linear::load(&vars.pp(names[2]), intermediate, hidden, bias, plan, device)?,
             act,
         })
     }

@@ -14,7 +14,7 @@ pub mod quant;
 pub mod rope;
 
 pub use activation::Activation;
-pub use attention::{Attention, AttentionConfig, AttentionMask};
+pub use attention::{Attention, AttentionConfig, AttentionMask, QkvLayout, QkvProj, SeparateQkv};
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use lora::{LoraAdapter, LoraInit};
