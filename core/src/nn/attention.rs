@@ -238,10 +238,15 @@ impl<B: Backend> Attention<B> {
         }
         let k = repeat_kv(k, self.num_heads / self.num_kv_heads);
         let v = repeat_kv(v, self.num_heads / self.num_kv_heads);
-        let bias = mask
-            .bias
-            .clone()
-            .map(|m| m.expand([b, self.num_heads, t, t]));
+        let bias = mask.bias.clone().map(|m| {
+            // A materialised bias: burn-flex adds a stride-0 (expanded) operand element by
+            // element through a strided iterator, several times slower than a dense add.
+            if m.dims()[1] == 1 {
+                m.repeat_dim(1, self.num_heads)
+            } else {
+                m
+            }
+        });
         let options = AttentionModuleOptions {
             scale: self.scale,
             softcap: None,
