@@ -208,3 +208,38 @@ fn bad_flags_are_rejected_by_clap() {
         .assert()
         .failure();
 }
+
+/// The README's supported-models table is what `lmms supported-models` says today.
+#[test]
+fn readme_table_matches_supported_models() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let out = lmms()
+        .args(["supported-models", "--json"])
+        .assert()
+        .success();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    for r in &rows {
+        let strs = |k: &str| -> String {
+            r[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let line = format!(
+            "| `{}` | {} | {} | {} | {} | {} |",
+            r["id"].as_str().unwrap(),
+            r["hf_path"].as_str().unwrap(),
+            r["family"].as_str().unwrap(),
+            strs("modalities"),
+            strs("strategies"),
+            r["status"].as_str().unwrap()
+        );
+        assert!(
+            readme.contains(&line),
+            "README.md lacks or differs on:\n{line}"
+        );
+    }
+}
