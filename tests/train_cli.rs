@@ -386,3 +386,73 @@ fn bf16_mixed_precision_lora_and_full_runs_train() {
     let f = TensorFile::open(d.path().join("lora/adapter_model.safetensors")).unwrap();
     assert!(!f.names().is_empty());
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_resume_continues() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let mut flags = LORA.to_vec();
+    let i = flags.iter().position(|f| *f == "--max-steps").unwrap();
+    flags[i + 1] = "100000";
+    let bin = assert_cmd::cargo::cargo_bin("lmms");
+    let child = std::process::Command::new(bin)
+        .args(train_args(&out, &flags))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it train a little, then interrupt it as Ctrl-C does.
+    let metrics = out.join("metrics.jsonl");
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 3
+        && t0.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("interrupted after step") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let ckpts: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
+        .collect();
+    assert_eq!(ckpts.len(), 1, "one checkpoint at the interruption");
+    assert!(
+        !out.join("adapter_model.safetensors").exists(),
+        "no final adapter from an interrupted run"
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("nan");
+    let mut flags = LORA.to_vec();
+    let i = flags.iter().position(|f| *f == "--learning-rate").unwrap();
+    flags[i + 1] = "1e30";
+    let j = flags.iter().position(|f| *f == "--max-steps").unwrap();
+    flags[j + 1] = "20";
+    flags.extend(["--max-grad-norm", "0"]);
+    lmms()
+        .args(train_args(&out, &flags))
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("training stopped")
+                .and(predicate::str::contains("the loss is")),
+        );
+    assert!(!out.join("adapter_model.safetensors").exists());
+}
