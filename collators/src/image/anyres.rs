@@ -73,14 +73,53 @@ impl AnyresBatch {
     }
 }
 
-/// The anyres settings shared by both processors.
+/// The anyres pipeline shared by the LLaVA-NeXT and OneVision processors.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Anyres<'a> {
     pub base: &'a BaseImageProcessor,
     pub pinpoints: &'a [[usize; 2]],
+    pub do_pad: bool,
 }
 
 impl Anyres<'_> {
+    /// The (height, width) of every output tile.
+    pub fn tile_size(&self) -> (usize, usize) {
+        let p = self.patch_size();
+        self.base.output_size(p, p)
+    }
+
+    /// The pinpoint (height, width) chosen for an image of original size (height, width).
+    pub fn best_resolution(&self, orig: (usize, usize)) -> (usize, usize) {
+        select_best_resolution(orig, self.pinpoints).expect("pinpoints are validated non-empty")
+    }
+
+    /// Tiles (base tile included) of a tiled image of original size (height, width): HF's
+    /// `image_size_to_num_patches`.
+    pub fn num_tiles(&self, orig: (usize, usize)) -> usize {
+        lmms_core::vision::anyres::num_tiles(orig, self.pinpoints, self.patch_size())
+    }
+
+    /// One image -> `[num_tiles, 3, H, W]` and its original size.
+    pub fn process(&self, img: &RgbImage) -> Result<AnyresImage> {
+        let tiles = self.tiles(img)?;
+        self.process_tiles(&tiles, (img.height() as usize, img.width() as usize))
+    }
+
+    /// Images -> `pixel_values` `[N, max_tiles, 3, H, W]` and `image_sizes`.
+    pub fn preprocess(&self, images: &[RgbImage]) -> Result<AnyresBatch> {
+        self.stack(
+            images
+                .iter()
+                .map(|i| self.process(i))
+                .collect::<Result<Vec<_>>>()?,
+        )
+    }
+
+    /// [`stack`] with this processor's `do_pad` and tile size.
+    pub fn stack(&self, items: Vec<AnyresImage>) -> Result<AnyresBatch> {
+        stack(items, self.do_pad, self.tile_size())
+    }
+
     /// The side of the square grid tiles: `crop_size.height`, else `size.height`, else the
     /// shortest edge.
     pub fn patch_size(&self) -> usize {

@@ -8,7 +8,7 @@ use ::image::RgbImage;
 use lmms_core::Result;
 use std::path::Path;
 
-use super::anyres::{Anyres, AnyresBatch, AnyresImage, select_best_resolution, stack};
+use super::anyres::{Anyres, AnyresBatch, AnyresImage};
 use super::base::{BaseImageProcessor, Defaults, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};
 use super::config::{ImageProcessorConfig, Size};
 use super::tokens::NextTokens;
@@ -52,43 +52,34 @@ impl LlavaNextImageProcessor {
         Anyres {
             base: &self.base,
             pinpoints: &self.image_grid_pinpoints,
+            do_pad: self.do_pad,
         }
     }
 
     /// The (height, width) of every output tile.
     pub fn tile_size(&self) -> (usize, usize) {
-        let p = self.anyres().patch_size();
-        self.base.output_size(p, p)
+        self.anyres().tile_size()
     }
 
     /// The pinpoint (height, width) chosen for an image of original size (height, width).
     pub fn best_resolution(&self, orig: (usize, usize)) -> (usize, usize) {
-        select_best_resolution(orig, &self.image_grid_pinpoints)
-            .expect("pinpoints are validated non-empty")
+        self.anyres().best_resolution(orig)
     }
 
     /// Tiles (base tile included) for an image of original size (height, width): HF's
     /// `image_size_to_num_patches`.
     pub fn num_tiles(&self, orig: (usize, usize)) -> usize {
-        let (h, w) = self.best_resolution(orig);
-        let p = self.anyres().patch_size();
-        h.div_ceil(p) * w.div_ceil(p) + 1
+        self.anyres().num_tiles(orig)
     }
 
     /// One image -> `[num_tiles, 3, H, W]` and its original size.
     pub fn process(&self, img: &RgbImage) -> Result<AnyresImage> {
-        let a = self.anyres();
-        let tiles = a.tiles(img)?;
-        a.process_tiles(&tiles, (img.height() as usize, img.width() as usize))
+        self.anyres().process(img)
     }
 
     /// Images -> `pixel_values` `[N, max_tiles, 3, H, W]` and `image_sizes`.
     pub fn preprocess(&self, images: &[RgbImage]) -> Result<AnyresBatch> {
-        let items = images
-            .iter()
-            .map(|i| self.process(i))
-            .collect::<Result<Vec<_>>>()?;
-        stack(items, self.do_pad, self.tile_size())
+        self.anyres().preprocess(images)
     }
 
     /// Placeholder tokens for an image of original size (height, width).
