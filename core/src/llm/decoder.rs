@@ -72,16 +72,8 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
+    /// Loads one layer under the module names `n`.
     pub fn load(
-        vars: &Vars<'_>,
-        c: &TextConfig,
-        plan: &PartPlan<'_>,
-        device: &B::Device,
-    ) -> Result<Self> {
-        Self::load_named(vars, c, &LlmNames::LLAMA, plan, device)
-    }
-
-    pub fn load_named(
         vars: &Vars<'_>,
         c: &TextConfig,
         n: &LlmNames,
@@ -107,7 +99,7 @@ impl<B: Backend> DecoderLayer<B> {
                 plan,
                 device,
             )?,
-            mlp: GatedMlp::load_named(
+            mlp: GatedMlp::load(
                 &vars.pp(n.mlp),
                 n.mlp_proj,
                 c.hidden_size,
@@ -182,7 +174,7 @@ impl<B: Backend> CausalLm<B> {
     ) -> Result<Self> {
         let m = vars.pp("model");
         let layers = (0..c.num_hidden_layers)
-            .map(|i| DecoderLayer::load_named(&m.pp("layers").pp(i), c, n, plan, device))
+            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), c, n, plan, device))
             .collect::<Result<Vec<_>>>()?;
         // Some tied checkpoints still store the head's weight; only the embedding is used then.
         let head_weight = format!("{}.weight", n.lm_head);
@@ -242,6 +234,9 @@ impl<B: Backend> CausalLm<B> {
         let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
         let mut mask = AttentionMask::causal(attention_mask, self.window, b, t, &device);
         mask.bias = mask.bias.map(|m| m.cast(dtype));
+        if let Some(first) = self.layers.first() {
+            mask = mask.for_heads(first.self_attn.num_heads);
+        }
         let mut h = embeds;
         for layer in &self.layers {
             h = layer.forward(h, (&cos, &sin), &mask);

@@ -164,6 +164,21 @@ impl<B: Backend> AttentionMask<B> {
         }
     }
 
+    /// The bias materialised for `heads` heads, to build once and share across layers:
+    /// burn-flex adds a stride-0 (expanded) operand element by element through a strided
+    /// iterator, several times slower than a dense add.
+    pub fn for_heads(self, heads: usize) -> Self {
+        AttentionMask {
+            bias: self.bias.map(|m| {
+                if m.dims()[1] == 1 {
+                    m.repeat_dim(1, heads)
+                } else {
+                    m
+                }
+            }),
+        }
+    }
+
     /// Key padding only (bidirectional attention).
     pub fn padding(attention_mask: &[i64], batch: usize, seq: usize, device: &B::Device) -> Self {
         let mut bias = vec![0f32; batch * seq];
@@ -238,15 +253,10 @@ impl<B: Backend> Attention<B> {
         }
         let k = repeat_kv(k, self.num_heads / self.num_kv_heads);
         let v = repeat_kv(v, self.num_heads / self.num_kv_heads);
-        let bias = mask.bias.clone().map(|m| {
-            // A materialised bias: burn-flex adds a stride-0 (expanded) operand element by
-            // element through a strided iterator, several times slower than a dense add.
-            if m.dims()[1] == 1 {
-                m.repeat_dim(1, self.num_heads)
-            } else {
-                m
-            }
-        });
+        let bias = mask
+            .bias
+            .clone()
+            .map(|m| m.expand([b, self.num_heads, t, t]));
         let options = AttentionModuleOptions {
             scale: self.scale,
             softcap: None,

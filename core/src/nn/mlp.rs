@@ -24,32 +24,10 @@ pub struct GatedMlp<B: Backend> {
 pub const GATE_UP_DOWN: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
 
 impl<B: Backend> GatedMlp<B> {
-    /// Loads `gate_proj`, `up_proj`, `down_proj`.
-    pub fn load(
-        vars: &Vars<'_>,
-        hidden: usize,
-        intermediate: usize,
-        bias: bool,
-        act: Activation,
-        plan: &PartPlan<'_>,
-        device: &B::Device,
-    ) -> Result<Self> {
-        Self::load_named(
-            vars,
-            GATE_UP_DOWN,
-            hidden,
-            intermediate,
-            bias,
-            act,
-            plan,
-            device,
-        )
-    }
-
     /// Loads the gate, up and down projections under the checkpoint names `names` (in that
-    /// order; InternLM2's are `w1`, `w3`, `w2`).
+    /// order: [`GATE_UP_DOWN`] for Llama-style models, InternLM2's `w1`, `w3`, `w2`).
     #[allow(clippy::too_many_arguments)]
-    pub fn load_named(
+    pub fn load(
         vars: &Vars<'_>,
         names: [&str; 3],
         hidden: usize,
