@@ -97,11 +97,12 @@ impl InternLm2Config {
                 ),
             ));
         }
-        let rope = RopeConfig::from_hf(v, c.head_dim(), path)?;
-        c.rope = Some(RopeConfig {
-            max_position_embeddings: c.max_position_embeddings,
-            ..rope
-        });
+        c.rope = Some(RopeConfig::from_hf(
+            v,
+            c.head_dim(),
+            c.max_position_embeddings,
+            path,
+        )?);
         Ok(c)
     }
 

@@ -83,11 +83,12 @@ impl TextConfig {
         obj.insert("model_type".into(), json!(model_type));
         let mut c: TextConfig = serde_json::from_value(merged)
             .map_err(|e| Error::config(path, format!("bad text config: {e}")))?;
-        let rope = RopeConfig::from_hf(v, c.head_dim(), path)?;
-        c.rope = Some(RopeConfig {
-            max_position_embeddings: c.max_position_embeddings,
-            ..rope
-        });
+        c.rope = Some(RopeConfig::from_hf(
+            v,
+            c.head_dim(),
+            c.max_position_embeddings,
+            path,
+        )?);
         Ok(c)
     }
 

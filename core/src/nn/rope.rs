@@ -43,16 +43,20 @@ fn num(v: &Value, key: &str) -> Option<f64> {
 }
 
 impl RopeConfig {
-    /// Reads the RoPE settings of a text config (`config.json` or its `text_config`).
-    pub fn from_hf(cfg: &Value, dim: usize, path: &Path) -> Result<Self> {
+    /// Reads the RoPE settings of a text config (`config.json` or its `text_config`);
+    /// `max_position_embeddings` is the config's value after its class defaults.
+    pub fn from_hf(
+        cfg: &Value,
+        dim: usize,
+        max_position_embeddings: usize,
+        path: &Path,
+    ) -> Result<Self> {
         let params = cfg.get("rope_parameters").filter(|v| v.is_object());
         let scaling = cfg.get("rope_scaling").filter(|v| v.is_object());
         let theta = params
             .and_then(|p| num(p, "rope_theta"))
             .or_else(|| num(cfg, "rope_theta"))
             .unwrap_or(10_000.0);
-        let max_position_embeddings =
-            num(cfg, "max_position_embeddings").unwrap_or(2048.0) as usize;
         let s = params.or(scaling);
         let kind = s
             .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
@@ -213,13 +217,13 @@ mod tests {
             "rope_scaling": {"type": "linear", "factor": 2.0}});
         let new = json!({"max_position_embeddings": 4096,
             "rope_parameters": {"rope_type": "linear", "rope_theta": 5e5, "factor": 2.0}});
-        let a = RopeConfig::from_hf(&old, 64, p).unwrap();
-        assert_eq!(a, RopeConfig::from_hf(&new, 64, p).unwrap());
+        let a = RopeConfig::from_hf(&old, 64, 4096, p).unwrap();
+        assert_eq!(a, RopeConfig::from_hf(&new, 64, 4096, p).unwrap());
         assert_eq!(a.scaling, RopeScaling::Linear { factor: 2.0 });
         assert_eq!(a.theta, 5e5);
         let bad = json!({"rope_scaling": {"type": "su2"}});
         assert!(
-            RopeConfig::from_hf(&bad, 64, p)
+            RopeConfig::from_hf(&bad, 64, 4096, p)
                 .unwrap_err()
                 .to_string()
                 .contains("`su2` is not supported")

@@ -168,9 +168,8 @@ where
         self.step
     }
 
-    /// Loss of `inputs` without training (evaluation).
-    pub fn eval_loss(&self, inputs: &F::Inputs) -> Result<(f64, usize)> {
-        let model = self.model();
+    /// Mean loss of `inputs` under `model` and the number of tokens it averages over.
+    fn loss(&self, model: &F::Model<B>, inputs: &F::Inputs) -> Result<(Tensor<B, 1>, usize)> {
         let labels = self
             .family
             .tokens(inputs)
@@ -178,7 +177,12 @@ where
             .as_ref()
             .ok_or_else(|| Error::Batch("no labels".into()))?;
         let logits = self.family.forward(model, inputs, &self.device)?;
-        let (loss, n) = causal_lm_loss(logits, &labels.data);
+        Ok(causal_lm_loss(logits, &labels.data))
+    }
+
+    /// Loss of `inputs` without training (evaluation).
+    pub fn eval_loss(&self, inputs: &F::Inputs) -> Result<(f64, usize)> {
+        let (loss, n) = self.loss(self.model(), inputs)?;
         Ok((loss.into_scalar().elem::<f64>(), n))
     }
 
@@ -217,14 +221,7 @@ where
     }
 
     fn accumulate(&mut self, model: &F::Model<B>, inputs: &F::Inputs) -> Result<()> {
-        let labels = self
-            .family
-            .tokens(inputs)
-            .labels
-            .as_ref()
-            .ok_or_else(|| Error::Batch("no labels".into()))?;
-        let logits = self.family.forward(model, inputs, &self.device)?;
-        let (loss, n) = causal_lm_loss(logits, &labels.data);
+        let (loss, n) = self.loss(model, inputs)?;
         let value: f64 = loss.clone().into_scalar().elem();
         if !value.is_finite() {
             return Err(Error::Unsupported(format!(
