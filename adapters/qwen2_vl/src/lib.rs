@@ -3,12 +3,21 @@
 //! SwiGLU, window attention) is not the 2.0 one. Mirrors transformers'
 //! `models/qwen2_vl/modeling_qwen2_vl.py` and `models/qwen2_5_vl/modeling_qwen2_5_vl.py`.
 
+pub mod collate;
+pub mod config;
+pub mod family;
+pub mod model;
+pub mod positions;
+pub mod vision;
+
+pub use family::{QWEN2_5_VL_RUNTIME, QWEN2_VL_RUNTIME, QwenVlFamily};
+
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
 const STRATEGIES: &[S] = &[S::Full, S::Lora, S::VisionFull, S::VisionLora];
 const MODALITIES: &[M] = &[M::Image, M::MultiImage, M::Video, M::TextOnly];
-const PLANNED: Status = Status::Planned {
-    note: "model code and HF parity not landed yet",
+const PARITY_ONLY: Status = Status::ParityOnly {
+    note: "HF parity passes; the collator and end-to-end training are not landed yet",
 };
 
 pub static QWEN2_VL: FamilyDescriptor = FamilyDescriptor {
@@ -23,9 +32,9 @@ pub static QWEN2_VL: FamilyDescriptor = FamilyDescriptor {
     ],
     modalities: MODALITIES,
     strategies: STRATEGIES,
-    status: PLANNED,
+    status: PARITY_ONLY,
     crate_name: env!("CARGO_PKG_NAME"),
-    runtime: None,
+    runtime: Some(&QWEN2_VL_RUNTIME),
 };
 lmms_core::register_family!(QWEN2_VL);
 
@@ -41,8 +50,8 @@ pub static QWEN2_5_VL: FamilyDescriptor = FamilyDescriptor {
     ],
     modalities: MODALITIES,
     strategies: STRATEGIES,
-    status: PLANNED,
+    status: PARITY_ONLY,
     crate_name: env!("CARGO_PKG_NAME"),
-    runtime: None,
+    runtime: Some(&QWEN2_5_VL_RUNTIME),
 };
 lmms_core::register_family!(QWEN2_5_VL);

@@ -228,9 +228,22 @@ impl<B: Backend> CausalLm<B> {
         attention_mask: Option<&[i64]>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = embeds.dims();
+        let (cos, sin) = self.rope.cos_sin::<B>(positions, b, t, &embeds.device());
+        self.forward_embeds_rope(embeds, cos, sin, attention_mask)
+    }
+
+    /// [`Self::forward_embeds`] with the rotary tables given: `cos`/`sin` `[B, T, head_dim]`,
+    /// for models whose positions are not one index per token (Qwen2-VL's multimodal RoPE).
+    pub fn forward_embeds_rope(
+        &self,
+        embeds: Tensor<B, 3>,
+        cos: Tensor<B, 3>,
+        sin: Tensor<B, 3>,
+        attention_mask: Option<&[i64]>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = embeds.dims();
         let device = embeds.device();
         let dtype = embeds.dtype();
-        let (cos, sin) = self.rope.cos_sin::<B>(positions, b, t, &device);
         let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
         let mut mask = AttentionMask::causal(attention_mask, self.window, b, t, &device);
         mask.bias = mask.bias.map(|m| m.cast(dtype));

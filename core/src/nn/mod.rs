@@ -8,6 +8,7 @@ pub mod embedding;
 pub mod linear;
 pub mod lora;
 pub mod mlp;
+pub mod mrope;
 pub mod norm;
 pub mod plan;
 pub mod quant;
