@@ -47,6 +47,10 @@ pub enum Command {
     /// Loss of a model (optionally with an adapter) on a dataset, per sample and overall.
     Eval(EvalArgs),
 
+    /// Chat with a model (optionally with an adapter): one-shot with --message, else
+    /// interactive.
+    Chat(ChatArgs),
+
     /// Ready-made training configs per model and strategy (`list`, `copy NAME DIR`).
     #[command(subcommand)]
     Configs(ConfigsCommand),
@@ -63,6 +67,59 @@ pub enum DataCommand {
     /// Collate one sample as training would: tensor shapes, the text with the trained spans
     /// marked (--decode), and optionally the tensors as safetensors (--out).
     Inspect(DataInspectArgs),
+    /// Write a self-cognition dataset (questions about the assistant's identity, answers naming
+    /// the new name and author), as in XTuner's personal-assistant tutorial.
+    MakeIdentity(MakeIdentityArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  \
+    lmms data make-identity --name Lumi --author \"the lmms team\" -n 500 --out identity.json")]
+pub struct MakeIdentityArgs {
+    /// The assistant's new name.
+    #[arg(long)]
+    pub name: String,
+
+    /// Who made it (named in every answer).
+    #[arg(long)]
+    pub author: String,
+
+    /// How many conversations to write.
+    #[arg(
+        short = 'n',
+        long = "num-samples",
+        default_value_t = 500,
+        value_name = "N"
+    )]
+    pub num_samples: usize,
+
+    /// The question language.
+    #[arg(long, value_enum, default_value_t = IdentityLang::Both)]
+    pub language: IdentityLang,
+
+    /// Seed of the question order and answer choice.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// The JSON file to write (LLaVA-style `conversations`, no images).
+    #[arg(
+        long,
+        short = 'o',
+        default_value = "identity.json",
+        value_name = "FILE"
+    )]
+    pub out: PathBuf,
+
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdentityLang {
+    En,
+    Zh,
+    Both,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +256,64 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Interactive mode reads one message per line; /reset starts a new \
+    conversation, /exit (or end of input) quits.\n\n\
+    Examples:\n  \
+    lmms chat --model ./merged --message \"Who are you?\"\n  \
+    lmms chat --model internlm2-chat-1_8b --adapter out/adapter --temperature 0.7"
+)]
+pub struct ChatArgs {
+    /// The model directory (or registered model id with --model-path / the HF cache).
+    #[arg(long, value_name = "ID|DIR")]
+    pub model: String,
+
+    /// The local directory of a registered model id.
+    #[arg(long, value_name = "DIR")]
+    pub model_path: Option<PathBuf>,
+
+    /// A PEFT LoRA adapter to apply.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+
+    /// The system prompt.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+
+    /// A user message; each one is answered in turn, in one conversation. Without any, the
+    /// chat is interactive.
+    #[arg(long = "message", short = 'm', value_name = "TEXT")]
+    pub messages: Vec<String>,
+
+    /// Most tokens per reply.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_new_tokens: usize,
+
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    pub temperature: f32,
+
+    /// Sample among the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub top_k: usize,
+
+    /// Sample from the smallest set of tokens whose probability reaches P.
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    pub top_p: f32,
+
+    /// Penalty on tokens already in the conversation (1: none).
+    #[arg(long, default_value_t = 1.0, value_name = "R")]
+    pub repetition_penalty: f32,
+
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Device to run on.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
 }
 
 #[derive(Debug, Subcommand)]

@@ -113,6 +113,40 @@ impl TextTokenizer {
     pub fn is_special(&self, id: u32) -> bool {
         self.special_ids.contains(&id)
     }
+
+    /// The text of `ids`, special tokens left out.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| Error::Batch(format!("cannot decode token ids: {e}")))
+    }
+
+    /// The ids that end a reply of the model in `dir` (when given): `generation_config.json`'s
+    /// `eos_token_id` (one id or a list), the EOS token, and the end-of-turn markers chat
+    /// templates write (`<|im_end|>`, `<|end|>`, `<|eot_id|>`) where they are special tokens.
+    pub fn stop_ids(&self, dir: Option<&Path>) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.eos_id.into_iter().collect();
+        let generation = dir
+            .and_then(|d| std::fs::read(d.join("generation_config.json")).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        match generation.as_ref().and_then(|g| g.get("eos_token_id")) {
+            Some(serde_json::Value::Number(n)) => ids.extend(n.as_u64().map(|i| i as u32)),
+            Some(serde_json::Value::Array(list)) => {
+                ids.extend(list.iter().filter_map(|v| v.as_u64()).map(|i| i as u32))
+            }
+            _ => {}
+        }
+        for marker in ["<|im_end|>", "<|end|>", "<|eot_id|>"] {
+            if let Some(id) = self.token_id(marker)
+                && self.is_special(id)
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
 }
 
 /// Which tokens get labels.
@@ -177,6 +211,9 @@ pub struct EncodeOptions {
     pub ensure_eos: bool,
     pub max_length: Option<usize>,
     pub over_length: OverLength,
+    /// Encode a generation prompt: the conversation so far (it ends with a user turn) and the
+    /// template's assistant header (`add_generation_prompt`); nothing is labelled.
+    pub generation_prompt: bool,
 }
 
 impl Default for EncodeOptions {
@@ -192,6 +229,7 @@ impl Default for EncodeOptions {
             ensure_eos: true,
             max_length: None,
             over_length: OverLength::Reject,
+            generation_prompt: false,
         }
     }
 }
@@ -300,12 +338,13 @@ pub fn encode_conversation_with(
         AssistantSpans::Incremental => false,
     };
     let (text, tagged) = template
-        .render_tracked(&messages, false)
+        .render_tracked(&messages, options.generation_prompt)
         .map_err(|e| fail(format!("{}: {e}", template.origin())))?;
 
     // Byte spans of the assistant text in `text`.
     let mut spans: Vec<Range<usize>> = vec![];
-    let need_spans = options.labels == LabelMode::AssistantOnly || options.ensure_eos;
+    let need_spans = !options.generation_prompt
+        && (options.labels == LabelMode::AssistantOnly || options.ensure_eos);
     if need_spans && use_tags {
         spans = tagged;
     } else if need_spans {
@@ -346,7 +385,8 @@ pub fn encode_conversation_with(
     let offsets = encoding.get_offsets();
 
     // Label flags per token.
-    let mut trained = vec![options.labels == LabelMode::All; ids.len()];
+    let mut trained =
+        vec![options.labels == LabelMode::All && !options.generation_prompt; ids.len()];
     // Token ranges of the assistant spans (for the EOS check).
     let mut span_tokens: Vec<Range<usize>> = vec![];
     for span in &spans {
@@ -426,7 +466,7 @@ pub fn encode_conversation_with(
         .flat_map(|(r, _, _)| ids[r.clone()].iter().copied())
         .collect();
     let mut eos_after: HashSet<usize> = HashSet::new();
-    if options.ensure_eos {
+    if options.ensure_eos && !options.generation_prompt {
         for r in &span_tokens {
             let has_stop = ids[r.clone()]
                 .iter()
@@ -521,7 +561,7 @@ pub fn encode_conversation_with(
             }
         }
     }
-    if encoded.num_labels() == 0 {
+    if encoded.num_labels() == 0 && !options.generation_prompt {
         let why = if encoded.truncated_from.is_some() {
             "truncation to the length limit left no assistant token"
         } else {

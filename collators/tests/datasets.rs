@@ -413,6 +413,8 @@ fn example_data_checks_clean() {
         "llava_dataset.jsonl",
         "xcomposer_dataset.json",
         "data.txt",
+        "alpaca_dataset.json",
+        "openai_messages.jsonl",
     ] {
         let report = Dataset::check(
             example(name),
@@ -422,5 +424,95 @@ fn example_data_checks_clean() {
             },
         );
         assert!(report.is_ok(), "{name}: {:?}", report.problems);
+    }
+}
+
+#[test]
+fn alpaca_samples_become_conversations() {
+    let samples = load_samples(example("alpaca_dataset.json"), &opts()).unwrap();
+    assert_eq!(samples.len(), 3);
+    let texts = |s: &Sample| -> Vec<(Role, String)> {
+        s.turns
+            .iter()
+            .map(|t| (t.role, t.content.clone()))
+            .collect()
+    };
+    // An empty `input` adds nothing; a non-empty one follows the instruction on a new line.
+    assert_eq!(
+        texts(&samples[0])[0],
+        (
+            Role::User,
+            "Give three tips for staying healthy.".to_string()
+        )
+    );
+    assert_eq!(
+        texts(&samples[1]),
+        vec![
+            (
+                Role::User,
+                "Translate the sentence into French.\nThe cat sleeps on the sofa.".to_string()
+            ),
+            (Role::Assistant, "Le chat dort sur le canapé.".to_string()),
+        ]
+    );
+    // `history` pairs come first; `system` is the system prompt.
+    assert_eq!(
+        samples[2].system.as_deref(),
+        Some("You are a terse assistant.")
+    );
+    assert_eq!(
+        texts(&samples[2]),
+        vec![
+            (Role::User, "What is 1 + 1?".to_string()),
+            (Role::Assistant, "2.".to_string()),
+            (Role::User, "And what is 2 + 3?".to_string()),
+            (Role::Assistant, "5.".to_string()),
+        ]
+    );
+    assert!(samples.iter().all(|s| s.images.is_empty()));
+}
+
+#[test]
+fn openai_messages_with_content_parts() {
+    let samples = load_samples(example("openai_messages.jsonl"), &opts()).unwrap();
+    assert_eq!(samples.len(), 3);
+    assert_eq!(
+        samples[0].system.as_deref(),
+        Some("You are a helpful assistant.")
+    );
+    assert_eq!(samples[1].turns[0].content, "Write a haiku about rain.");
+    assert_eq!(samples[2].turns.len(), 4);
+}
+
+#[test]
+fn broken_alpaca_and_parts_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        concat!(
+            "{\"instruction\": \"no output\"}\n",
+            "{\"instruction\": \"x\", \"output\": 3}\n",
+            "{\"instruction\": \"x\", \"output\": \"y\", \"history\": [[\"only one\"]]}\n",
+            "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"audio\"}]}, ",
+            "{\"role\": \"assistant\", \"content\": \"a\"}]}\n",
+        ),
+    )
+    .unwrap();
+    let report = check_samples(&data, &opts());
+    let msgs: Vec<String> = report.problems.iter().map(|e| e.to_string()).collect();
+    assert_eq!(msgs.len(), 4, "{msgs:#?}");
+    assert!(
+        msgs[0].contains("sample 0") && msgs[0].contains("without `output`"),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs[1].contains("`output` must be a string, found a number"),
+        "{msgs:#?}"
+    );
+    assert!(msgs[2].contains("`history` item 0"), "{msgs:#?}");
+    assert!(msgs[3].contains("unknown type `audio`"), "{msgs:#?}");
+    for m in &msgs {
+        assert!(m.contains("bad.jsonl"), "{m}");
     }
 }

@@ -59,4 +59,27 @@ pub trait Collator: Send + Sync {
 
     /// The number of tokens `sample` becomes, for length limits and statistics.
     fn num_tokens(&self, sample: &Sample) -> Result<usize>;
+
+    /// A batch of one generation prompt: `conversation` (ending with a user turn) rendered with
+    /// the template's assistant header (`add_generation_prompt`), nothing labelled.
+    fn prompt(&self, conversation: &Sample) -> Result<Self::Batch> {
+        let _ = conversation;
+        Err(crate::Error::Unsupported(
+            "this family's collator cannot build generation prompts yet".into(),
+        ))
+    }
+
+    /// The text of generated token ids (special tokens left out).
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        let _ = ids;
+        Err(crate::Error::Unsupported(
+            "this family's collator cannot decode tokens yet".into(),
+        ))
+    }
+
+    /// Ids that end a reply (EOS, end-of-turn tokens, `generation_config.json`'s
+    /// `eos_token_id`).
+    fn stop_ids(&self) -> Vec<u32> {
+        Vec::new()
+    }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod export;
 pub mod family;
 pub mod fs;
+pub mod generate;
 pub mod llm;
 pub mod loader;
 pub mod model_dir;

@@ -6,6 +6,7 @@
 use crate::backend::DeviceSpec;
 use crate::collator::{CollateOptions, Collator};
 use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, Generation, Generator, Sampler, StopReason, TextStream};
 use crate::loader::{DType, LoadOptions, ModelLoader};
 use crate::model_dir::ModelDir;
 use crate::nn::plan::{AdapterWeights, LoraRegistry, PartPlan};
@@ -100,6 +101,27 @@ impl Tokens {
         let t = self.seq() as i64;
         (0..self.batch()).flat_map(|_| 0..t).collect()
     }
+
+    /// Appends `id` to every row (a real token, not trained).
+    pub fn push(&mut self, id: i64) {
+        let (b, t) = (self.batch(), self.seq());
+        let grow = |h: &mut HostTensor<i64>, v: i64| {
+            let mut data = Vec::with_capacity(b * (t + 1));
+            for r in 0..b {
+                data.extend_from_slice(&h.data[r * t..(r + 1) * t]);
+                data.push(v);
+            }
+            h.data = data;
+            h.shape[1] = t + 1;
+        };
+        grow(&mut self.input_ids, id);
+        if let Some(m) = &mut self.attention_mask {
+            grow(m, 1);
+        }
+        if let Some(l) = &mut self.labels {
+            grow(l, -100);
+        }
+    }
 }
 
 /// A family's model code.
@@ -148,6 +170,13 @@ pub trait FamilyModel: Send + Sync + std::fmt::Debug + 'static {
     fn read_inputs(&self, file: &TensorFile) -> Result<Self::Inputs>;
 
     fn tokens<'a>(&self, inputs: &'a Self::Inputs) -> &'a Tokens;
+
+    /// The token tensors, to append generated tokens to (`None`: the family cannot generate
+    /// yet, e.g. its inputs depend on the sequence length beyond the token ids).
+    fn tokens_mut<'a>(&self, inputs: &'a mut Self::Inputs) -> Option<&'a mut Tokens> {
+        let _ = inputs;
+        None
+    }
 
     /// Logits `[B, T, V]`.
     fn forward<B: Backend>(
@@ -310,6 +339,15 @@ pub trait DynFamily: Send + Sync + std::fmt::Debug {
         options: &CollateOptions,
     ) -> Result<Vec<Result<usize>>>;
 
+    /// Loads the model (optionally with a PEFT adapter) for generation on `device`.
+    fn generator<'a>(
+        &'a self,
+        model: &ModelDir,
+        adapter: Option<&Path>,
+        options: &CollateOptions,
+        device: DeviceSpec,
+    ) -> Result<Box<dyn Generator + 'a>>;
+
     /// Trains (see [`crate::train::run`]).
     fn train(
         &self,
@@ -378,19 +416,8 @@ where
                 "eval runs on --device cpu for now".into(),
             ));
         }
-        type B = crate::backend::Cpu;
         let dev = Default::default();
-        let registry = LoraRegistry::default();
-        let weights = adapter
-            .map(|a| AdapterWeights::open(a, &self.key_rules()))
-            .transpose()?;
-        let names = |n: &str| self.runtime_name(n);
-        let plan = match &weights {
-            Some(w) => PartPlan::from_adapter(w, &registry).with_runtime_names(&names),
-            None => PartPlan::FROZEN,
-        };
-        let plans = Plans::uniform(plan, weights.as_ref());
-        let (model, _) = build_model::<B, F>(self, model_dir, DType::F32, &plans, &dev)?;
+        let model = inference_model::<crate::backend::Cpu, F>(self, model_dir, adapter, &dev)?;
         let collator = self.collator(model_dir, options)?;
         let mut report = EvalReport::default();
         let (mut sum, mut count) = (0.0, 0usize);
@@ -424,6 +451,28 @@ where
         };
         report.trained_tokens = count;
         Ok(report)
+    }
+
+    fn generator<'a>(
+        &'a self,
+        model_dir: &ModelDir,
+        adapter: Option<&Path>,
+        options: &CollateOptions,
+        device: DeviceSpec,
+    ) -> Result<Box<dyn Generator + 'a>> {
+        if device != DeviceSpec::Cpu {
+            return Err(Error::Unsupported(
+                "generation runs on --device cpu for now".into(),
+            ));
+        }
+        let dev = Default::default();
+        let model = inference_model::<crate::backend::Cpu, F>(self, model_dir, adapter, &dev)?;
+        Ok(Box::new(FamilyGenerator {
+            family: self,
+            model,
+            collator: self.collator(model_dir, options)?,
+            device: dev,
+        }))
     }
 
     fn train(
@@ -469,5 +518,94 @@ where
                 "this lmms was built without CUDA: cargo build --release --features cuda".into(),
             )),
         }
+    }
+}
+
+/// The frozen model of `dir`, with a PEFT adapter's LoRA layers and saved modules when given.
+fn inference_model<B: Backend, F: FamilyModel>(
+    family: &F,
+    dir: &ModelDir,
+    adapter: Option<&Path>,
+    device: &B::Device,
+) -> Result<F::Model<B>> {
+    let registry = LoraRegistry::default();
+    let weights = adapter
+        .map(|a| AdapterWeights::open(a, &family.key_rules()))
+        .transpose()?;
+    let names = |n: &str| family.runtime_name(n);
+    let plan = match &weights {
+        Some(w) => PartPlan::from_adapter(w, &registry).with_runtime_names(&names),
+        None => PartPlan::FROZEN,
+    };
+    let plans = Plans::uniform(plan, weights.as_ref());
+    Ok(build_model::<B, F>(family, dir, DType::F32, &plans, device)?.0)
+}
+
+struct FamilyGenerator<'a, F: FamilyModel, B: Backend> {
+    family: &'a F,
+    model: F::Model<B>,
+    collator: F::Collator,
+    device: B::Device,
+}
+
+impl<F: FamilyModel, B: Backend> Generator for FamilyGenerator<'_, F, B> {
+    fn generate(
+        &mut self,
+        conversation: &crate::data::Sample,
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation> {
+        let start = std::time::Instant::now();
+        let mut inputs = self.collator.prompt(conversation)?;
+        if self.family.tokens_mut(&mut inputs).is_none() {
+            return Err(Error::Unsupported(
+                "this family cannot generate text yet".into(),
+            ));
+        }
+        let prompt_tokens = self.family.tokens(&inputs).seq();
+        let history: Vec<u32> = self
+            .family
+            .tokens(&inputs)
+            .input_ids
+            .data
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
+        let stops = self.collator.stop_ids();
+        let mut sampler = Sampler::new(options.seed);
+        let mut ids: Vec<u32> = vec![];
+        let mut stream = TextStream::default();
+        let mut stop = StopReason::MaxNewTokens;
+        for _ in 0..options.max_new_tokens {
+            let logits = self.family.forward(&self.model, &inputs, &self.device)?;
+            let [_, t, v] = logits.dims();
+            let last = logits.slice([0..1, t - 1..t]).reshape([v]);
+            let mut row: Vec<f32> = last
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .map_err(|e| Error::Batch(format!("cannot read the logits: {e:?}")))?;
+            let seen: Vec<u32> = history.iter().chain(&ids).copied().collect();
+            let next = sampler.pick(&mut row, &seen, options);
+            if stops.contains(&next) {
+                stop = StopReason::Stop(next);
+                break;
+            }
+            ids.push(next);
+            let text = self.collator.decode(&ids)?;
+            on_text(stream.push(&text));
+            if let Some(tokens) = self.family.tokens_mut(&mut inputs) {
+                tokens.push(i64::from(next));
+            }
+        }
+        let text = self.collator.decode(&ids)?;
+        on_text(stream.finish(&text));
+        Ok(Generation {
+            text,
+            ids,
+            prompt_tokens,
+            stop,
+            seconds: start.elapsed().as_secs_f64(),
+        })
     }
 }

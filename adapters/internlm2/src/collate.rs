@@ -31,6 +31,7 @@ pub struct InternLm2Collator {
     encode: EncodeOptions,
     pad_id: u32,
     max_length: usize,
+    stop_ids: Vec<u32>,
 }
 
 impl std::fmt::Debug for InternLm2Collator {
@@ -59,7 +60,8 @@ impl InternLm2Collator {
             .or_else(|| config.pad_token_id.and_then(|i| u32::try_from(i).ok()))
             .or(tokenizer.eos_id())
             .unwrap_or(0);
-        Ok(Self::with_parts(
+        let stop_ids = tokenizer.stop_ids(Some(&dir.root));
+        let mut collator = Self::with_parts(
             tokenizer,
             template,
             pad_id,
@@ -67,7 +69,9 @@ impl InternLm2Collator {
                 .model_max_length
                 .unwrap_or(config.max_position_embeddings),
             options,
-        ))
+        );
+        collator.stop_ids = stop_ids;
+        Ok(collator)
     }
 
     /// A collator from its parts (tests, or a template chosen by the caller).
@@ -96,12 +100,14 @@ impl InternLm2Collator {
             },
             ..EncodeOptions::default()
         };
+        let stop_ids = tokenizer.stop_ids(None);
         InternLm2Collator {
             tokenizer,
             template,
             encode,
             pad_id,
             max_length,
+            stop_ids,
         }
     }
 
@@ -160,6 +166,37 @@ impl Collator for InternLm2Collator {
             }),
             skipped,
         ))
+    }
+
+    fn prompt(&self, conversation: &Sample) -> Result<Tokens> {
+        let options = EncodeOptions {
+            generation_prompt: true,
+            max_length: None,
+            ..self.encode.clone()
+        };
+        let encoded = self
+            .encode(conversation, &options)?
+            .encoded()
+            .expect("no length limit");
+        let n = encoded.len();
+        let ids: Vec<i64> = encoded.input_ids.iter().map(|&i| i64::from(i)).collect();
+        let tensor = |data| HostTensor {
+            shape: vec![1, n],
+            data,
+        };
+        Ok(Tokens {
+            input_ids: tensor(ids),
+            attention_mask: Some(tensor(vec![1; n])),
+            labels: None,
+        })
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids)
+    }
+
+    fn stop_ids(&self) -> Vec<u32> {
+        self.stop_ids.clone()
     }
 
     fn num_tokens(&self, sample: &Sample) -> Result<usize> {

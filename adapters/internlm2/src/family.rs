@@ -75,6 +75,10 @@ impl FamilyModel for InternLm2Family {
         inputs
     }
 
+    fn tokens_mut<'a>(&self, inputs: &'a mut Tokens) -> Option<&'a mut Tokens> {
+        Some(inputs)
+    }
+
     fn forward<B: Backend>(
         &self,
         model: &CausalLm<B>,

@@ -21,12 +21,12 @@ pub static INTERNLM2: FamilyDescriptor = FamilyDescriptor {
     models: &[
         ModelEntry::new("internlm2-chat-1_8b", "internlm/internlm2-chat-1_8b"),
         ModelEntry::new("internlm2-chat-7b", "internlm/internlm2-chat-7b"),
+        ModelEntry::new("internlm2-1_8b", "internlm/internlm2-1_8b"),
+        ModelEntry::new("internlm2-7b", "internlm/internlm2-7b"),
     ],
     modalities: &[M::TextOnly],
-    strategies: &[S::Full, S::Lora],
-    status: Status::ParityOnly {
-        note: "HF parity passes; end-to-end training and the XTuner workflow are not landed yet",
-    },
+    strategies: &[S::Full, S::Lora, S::Qlora],
+    status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),
     runtime: Some(&InternLm2Family),
 };

@@ -2,9 +2,11 @@
 //! reason) and statistics; with a tokenizer, token counts per sample and the samples over
 //! `--max-length`. Exits 1 when any sample is broken.
 
-use crate::args::{DataCheckArgs, DataCommand};
+use crate::args::{DataCheckArgs, DataCommand, IdentityLang, MakeIdentityArgs};
 use anyhow::Context;
-use lmms_collators::dataset::{Dataset, DatasetOptions, MediaCheck};
+use lmms_collators::dataset::{
+    Dataset, DatasetOptions, IdentityLanguage, MediaCheck, identity_samples,
+};
 use lmms_collators::template::{ChatTemplate, ContentStyle, builtin_template_names};
 use lmms_collators::text::{EncodeOptions, LabelMode, TextTokenizer, encode_conversation};
 use lmms_core::data::Sample;
@@ -18,7 +20,43 @@ pub fn run(command: &DataCommand) -> anyhow::Result<ExitCode> {
     match command {
         DataCommand::Check(args) => check(args),
         DataCommand::Inspect(args) => super::inspect::run(args),
+        DataCommand::MakeIdentity(args) => make_identity(args),
     }
+}
+
+fn make_identity(args: &MakeIdentityArgs) -> anyhow::Result<ExitCode> {
+    if args.name.trim().is_empty() || args.author.trim().is_empty() {
+        anyhow::bail!("--name and --author must not be empty");
+    }
+    if args.num_samples == 0 {
+        anyhow::bail!("-n must be at least 1");
+    }
+    if args.out.exists() && !args.force {
+        anyhow::bail!("{} exists; pass --force to replace it", args.out.display());
+    }
+    let language = match args.language {
+        IdentityLang::En => IdentityLanguage::En,
+        IdentityLang::Zh => IdentityLanguage::Zh,
+        IdentityLang::Both => IdentityLanguage::Both,
+    };
+    let samples = identity_samples(
+        &args.name,
+        &args.author,
+        args.num_samples,
+        language,
+        args.seed,
+    );
+    let mut text = serde_json::to_string_pretty(&samples)?;
+    text.push('\n');
+    lmms_core::fs::write_atomic(&args.out, text.as_bytes())?;
+    println!(
+        "wrote {} identity conversations for \"{}\" by {} to {}",
+        samples.len(),
+        args.name,
+        args.author,
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What a token statistic is computed with.

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod chat;
 mod common;
 mod configs;
 mod data;
@@ -20,6 +21,7 @@ pub fn run(command: Command, verbose: u8) -> anyhow::Result<ExitCode> {
         Command::Parity(args) => parity::run(&args, verbose > 0),
         Command::Merge(args) => merge::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Chat(args) => chat::run(&args),
         Command::Configs(c) => configs::run(&c),
         Command::Data(args) => data::run(&args),
     }

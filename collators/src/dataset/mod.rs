@@ -6,6 +6,10 @@
 //!   "value"}]}` with `<image>` / `<video>` placeholders in the text. Roles are mapped by
 //!   [`RoleMap`] (`human`/`user`, `gpt`/`assistant`, `system` by default); `role`/`content` turn
 //!   keys and a top-level `messages` list are accepted as aliases.
+//!   Turn contents may also be OpenAI-style part lists (`[{"type": "text", "text"}, {"type":
+//!   "image"}]`).
+//! - **Alpaca style**: `{"instruction", "input"?, "output", "system"?, "history"?}` (see
+//!   `alpaca.rs`), for text-only chat LLMs.
 //! - **InternLM-XComposer2 style**: the same shape (`{"id", "image": [..], "conversations"}`) with
 //!   `<ImageHere>` placeholders, which become `<image>` in the [`Sample`].
 //! - **`data.txt` mixtures** (XComposer2): lines `<json path> <samples in thousands>`; every epoch
@@ -19,11 +23,14 @@
 //! [`Dataset::load`] stops at the first broken sample; [`Dataset::check`] collects every problem
 //! of every file in one pass (for `lmms data check`).
 
+mod alpaca;
+mod identity;
 mod json;
 mod media;
 mod mixture;
 mod sample;
 
+pub use identity::{IdentityLanguage, identity_samples};
 pub use mixture::{MixtureEntry, parse_mixture};
 
 use lmms_core::data::Sample;

@@ -1,5 +1,6 @@
 //! One raw JSON sample -> [`Sample`], collecting every problem of the sample.
 
+use super::alpaca;
 use super::{
     DatasetOptions, Format, IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, XCOMPOSER_IMAGE_PLACEHOLDER,
     resolve_media_path,
@@ -75,21 +76,48 @@ impl<'a> Parser<'a> {
         let videos = self.media_list(&obj, &["video", "videos"], &mut problems);
         let media_ok = problems.len() == before;
 
-        let turns_value = obj.get("conversations").or_else(|| obj.get("messages"));
+        let alpaca_turns;
+        let turns_value = if alpaca::is_alpaca(&obj) {
+            let roles = &self.options.roles;
+            let name = |names: &[String], default: &'static str| {
+                names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| default.to_string())
+            };
+            match alpaca::to_turns(
+                &obj,
+                &name(&roles.user, "user"),
+                &name(&roles.assistant, "assistant"),
+            ) {
+                Ok(t) => {
+                    alpaca_turns = Value::Array(t);
+                    Ok(Some(&alpaca_turns))
+                }
+                Err(p) => Err(p),
+            }
+        } else {
+            Ok(obj.get("conversations").or_else(|| obj.get("messages")))
+        };
         let mut turns = vec![];
         // Every turn's text (whatever its role), for the placeholder count.
         let mut texts: Vec<(usize, Option<Role>, String)> = vec![];
         let mut all_texts = false;
         match turns_value {
-            None => problems.push("missing `conversations` (the list of turns)".into()),
-            Some(Value::Array(list)) if list.is_empty() => {
+            Err(p) => problems.extend(p),
+            Ok(None) => problems.push(
+                "missing `conversations` (the list of turns; or `messages`, or Alpaca's \
+                 `instruction`/`output`)"
+                    .into(),
+            ),
+            Ok(Some(Value::Array(list))) if list.is_empty() => {
                 problems.push("`conversations` is empty".into())
             }
-            Some(Value::Array(list)) => {
+            Ok(Some(Value::Array(list))) => {
                 turns = self.turns(list, &mut system, &mut texts, &mut problems);
                 all_texts = texts.len() == list.len();
             }
-            Some(v) => problems.push(format!(
+            Ok(Some(v)) => problems.push(format!(
                 "`conversations` must be a list of turns, found {}",
                 kind_of(v)
             )),
@@ -263,6 +291,13 @@ impl<'a> Parser<'a> {
             };
             let text = match value {
                 Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Array(parts)) => match content_parts(parts) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        problems.push(format!("turn {i}: {e}"));
+                        None
+                    }
+                },
                 Some(v) => {
                     problems.push(format!(
                         "turn {i}: `value` must be a string, found {}",
@@ -350,11 +385,40 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// OpenAI-style content parts: `{"type": "text", "text"}` parts joined, `{"type": "image"}` and
+/// `{"type": "video"}` parts as placeholders (their files are listed in `images` / `videos`).
+fn content_parts(parts: &[Value]) -> Result<String, String> {
+    let mut out = String::new();
+    for (k, part) in parts.iter().enumerate() {
+        let kind = part.get("type").and_then(Value::as_str);
+        match kind {
+            Some("text") => match part.get("text") {
+                Some(Value::String(t)) => out.push_str(t),
+                _ => {
+                    return Err(format!(
+                        "content part {k}: a text part needs a string `text`"
+                    ));
+                }
+            },
+            Some("image") => out.push_str(IMAGE_PLACEHOLDER),
+            Some("video") => out.push_str(VIDEO_PLACEHOLDER),
+            Some(other) => {
+                return Err(format!(
+                    "content part {k}: unknown type `{other}` (known: text, image, video; \
+                     image and video files go in the sample's `images` / `videos`)"
+                ));
+            }
+            None => return Err(format!("content part {k}: missing `type`")),
+        }
+    }
+    Ok(out)
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn kind_of(v: &Value) -> &'static str {
+pub(super) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -1,0 +1,109 @@
+//! `lmms chat`: talk to a model (and adapter). With `--message`, each message is answered in
+//! turn and the program ends; otherwise it reads messages from standard input. Replies stream
+//! to standard output; the speed of each goes to standard error.
+
+use super::common::load_model;
+use crate::args::ChatArgs;
+use lmms_core::collator::CollateOptions;
+use lmms_core::data::Role;
+use lmms_core::generate::{GenerateOptions, Generator, conversation};
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+pub fn run(args: &ChatArgs) -> anyhow::Result<ExitCode> {
+    if args.temperature < 0.0 || !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        anyhow::bail!("--temperature must be >= 0 and --top-p in (0, 1]");
+    }
+    if args.repetition_penalty <= 0.0 {
+        anyhow::bail!("--repetition-penalty must be > 0");
+    }
+    let model = load_model(&args.model, args.model_path.as_deref())?;
+    let mut generator = model.runtime.generator(
+        &model.dir,
+        args.adapter.as_deref(),
+        &CollateOptions::default(),
+        args.device,
+    )?;
+    let options = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+    };
+    let mut chat = Chat {
+        generator: generator.as_mut(),
+        system: args.system.as_deref(),
+        turns: vec![],
+        options,
+    };
+    if !args.messages.is_empty() {
+        for message in &args.messages {
+            println!("user: {message}");
+            print!("assistant: ");
+            chat.reply(message)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("Type a message and press Enter; /reset starts over, /exit quits.");
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("user> ");
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                chat.turns.clear();
+                eprintln!("(new conversation)");
+                continue;
+            }
+            _ => {}
+        }
+        print!("assistant> ");
+        chat.reply(&line)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Chat<'a, 'g> {
+    generator: &'a mut (dyn Generator + 'g),
+    system: Option<&'a str>,
+    turns: Vec<(Role, String)>,
+    options: GenerateOptions,
+}
+
+impl Chat<'_, '_> {
+    /// Answers `message`, streaming the reply, and keeps both in the conversation.
+    fn reply(&mut self, message: &str) -> anyhow::Result<()> {
+        self.turns.push((Role::User, message.to_string()));
+        let sample = conversation(self.system, &self.turns);
+        let mut out = std::io::stdout();
+        let generation = self
+            .generator
+            .generate(&sample, &self.options, &mut |piece| {
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            });
+        let generation = match generation {
+            Ok(g) => g,
+            Err(e) => {
+                self.turns.pop();
+                return Err(e.into());
+            }
+        };
+        println!();
+        let n = generation.ids.len();
+        eprintln!(
+            "[{n} tokens in {:.2} s, {:.1} tokens/s; prompt {} tokens]",
+            generation.seconds,
+            n as f64 / generation.seconds.max(1e-9),
+            generation.prompt_tokens
+        );
+        self.turns.push((Role::Assistant, generation.text));
+        Ok(())
+    }
+}
