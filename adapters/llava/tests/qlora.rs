@@ -47,7 +47,11 @@ fn llm_linears<B: Backend>(m: &Llava<B>) -> Vec<&Linear<B>> {
     for l in &lm.layers {
         let (a, f) = (&l.self_attn, &l.mlp);
         out.extend(a.linears());
-        out.extend([&f.gate_proj, &f.up_proj, &f.down_proj]);
+        out.extend(
+            [Some(&f.gate_proj), f.up_proj.as_ref(), Some(&f.down_proj)]
+                .into_iter()
+                .flatten(),
+        );
     }
     out.extend(lm.lm_head.as_ref());
     out

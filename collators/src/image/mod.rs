@@ -38,6 +38,8 @@ mod clip;
 mod config;
 mod llava_next;
 mod llava_onevision;
+pub mod phi3_v;
+pub mod qwen2_vl;
 mod resample;
 mod siglip;
 mod tokens;

@@ -2,12 +2,13 @@
 //! pre-norm layers of GQA self-attention with RoPE and a SwiGLU MLP, a final RMSNorm, and the LM
 //! head (or the tied embedding). Module paths are the HF ones under the LLM's prefix:
 //! `model.embed_tokens`, `model.layers.N.{self_attn,mlp,input_layernorm,post_attention_layernorm}`,
-//! `model.norm`, `lm_head`. Models with other module names (InternLM2's `attention.wqkv`,
-//! `feed_forward.w1`, `attention_norm`, `tok_embeddings`, `output`) load through
-//! [`CausalLm::load_named`] with their [`LlmNames`].
+//! `model.norm`, `lm_head`. Models with other module names or fused projections (InternLM2's
+//! `attention.wqkv`, `feed_forward.w1`, `attention_norm`, `tok_embeddings`, `output`; Phi-3's
+//! `qkv_proj` and `gate_up_proj`) load through [`CausalLm::load_named`] with their [`LlmNames`].
 
 use crate::error::Result;
 use crate::llm::config::TextConfig;
+use crate::nn::mlp::MlpLayout;
 use crate::nn::{
     Attention, AttentionConfig, AttentionMask, Embedding, GatedMlp, Linear, PartPlan, QkvLayout,
     RmsNorm, RotaryEmbedding,
@@ -31,6 +32,8 @@ pub struct LlmNames {
     pub mlp: &'static str,
     /// Gate, up, down.
     pub mlp_proj: [&'static str; 3],
+    /// Separate gate and up projections, or one fused linear.
+    pub mlp_layout: MlpLayout,
     pub input_layernorm: &'static str,
     pub post_attention_layernorm: &'static str,
 }
@@ -45,6 +48,7 @@ impl LlmNames {
         o_proj: "o_proj",
         mlp: "mlp",
         mlp_proj: crate::nn::mlp::GATE_UP_DOWN,
+        mlp_layout: MlpLayout::Separate,
         input_layernorm: "input_layernorm",
         post_attention_layernorm: "post_attention_layernorm",
     };
@@ -58,8 +62,26 @@ impl LlmNames {
         o_proj: "wo",
         mlp: "feed_forward",
         mlp_proj: ["w1", "w3", "w2"],
+        mlp_layout: MlpLayout::Separate,
         input_layernorm: "attention_norm",
         post_attention_layernorm: "ffn_norm",
+    };
+
+    /// Phi-3 (`modeling_phi3.py`, Phi-3-V's `modeling_phi3_v.py`): fused `qkv_proj` (all q
+    /// heads, then k, then v) and `gate_up_proj` (gate half, then up half).
+    pub const PHI3: LlmNames = LlmNames {
+        embed_tokens: "embed_tokens",
+        lm_head: "lm_head",
+        self_attn: "self_attn",
+        qkv: QkvLayout::Concat { name: "qkv_proj" },
+        o_proj: "o_proj",
+        mlp: "mlp",
+        mlp_proj: ["gate_up_proj", "gate_up_proj", "down_proj"],
+        mlp_layout: MlpLayout::FusedGateUp {
+            name: "gate_up_proj",
+        },
+        input_layernorm: "input_layernorm",
+        post_attention_layernorm: "post_attention_layernorm",
     };
 }
 
@@ -99,8 +121,9 @@ impl<B: Backend> DecoderLayer<B> {
                 plan,
                 device,
             )?,
-            mlp: GatedMlp::load(
+            mlp: GatedMlp::load_with_layout(
                 &vars.pp(n.mlp),
+                n.mlp_layout,
                 n.mlp_proj,
                 c.hidden_size,
                 c.intermediate_size,

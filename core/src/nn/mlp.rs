@@ -1,5 +1,5 @@
 //! Feed-forward blocks: the gated SwiGLU MLP of Llama/Qwen2/Mistral (`gate_proj`, `up_proj`,
-//! `down_proj`) and the plain two-layer MLP of CLIP/SigLIP (`fc1`, `fc2`) and of the LLaVA
+//! `down_proj`; or Phi-3's fused `gate_up_proj`, [`MlpLayout`]) and the plain two-layer MLP of CLIP/SigLIP (`fc1`, `fc2`) and of the LLaVA
 //! projector (`linear_1`, `linear_2`).
 
 use crate::error::Result;
@@ -11,10 +11,24 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+/// How the gate and up projections of a [`GatedMlp`] are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MlpLayout {
+    /// Two linears (the first two checkpoint names given at load).
+    #[default]
+    Separate,
+    /// One linear named `name` whose output is the gate half, then the up half (Phi-3's
+    /// `gate_up_proj`: `gate, up = y.chunk(2, dim=-1)`). LoRA on it is one adapter, as PEFT
+    /// targets it; the gate and up names given at load are not used.
+    FusedGateUp { name: &'static str },
+}
+
 #[derive(Module, Debug)]
 pub struct GatedMlp<B: Backend> {
+    /// The gate projection, or with [`MlpLayout::FusedGateUp`] the fused gate+up one.
     pub gate_proj: Linear<B>,
-    pub up_proj: Linear<B>,
+    /// `None` with [`MlpLayout::FusedGateUp`].
+    pub up_proj: Option<Linear<B>>,
     pub down_proj: Linear<B>,
     #[module(skip)]
     pub act: Activation,
@@ -37,17 +51,70 @@ impl<B: Backend> GatedMlp<B> {
         plan: &PartPlan<'_>,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::load_with_layout(
+            vars,
+            MlpLayout::Separate,
+            names,
+            hidden,
+            intermediate,
+            bias,
+            act,
+            plan,
+            device,
+        )
+    }
+
+    /// [`Self::load`] with the gate and up projections stored as `layout` says.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_with_layout(
+        vars: &Vars<'_>,
+        layout: MlpLayout,
+        names: [&str; 3],
+        hidden: usize,
+        intermediate: usize,
+        bias: bool,
+        act: Activation,
+        plan: &PartPlan<'_>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let (gate_proj, up_proj) = match layout {
+            MlpLayout::Separate => (
+                Linear::load(&vars.pp(names[0]), hidden, intermediate, bias, plan, device)?,
+                Some(Linear::load(
+                    &vars.pp(names[1]),
+                    hidden,
+                    intermediate,
+                    bias,
+                    plan,
+                    device,
+                )?),
+            ),
+            MlpLayout::FusedGateUp { name } => (
+                Linear::load(&vars.pp(name), hidden, 2 * intermediate, bias, plan, device)?,
+                None,
+            ),
+        };
         Ok(GatedMlp {
-            gate_proj: Linear::load(&vars.pp(names[0]), hidden, intermediate, bias, plan, device)?,
-            up_proj: Linear::load(&vars.pp(names[1]), hidden, intermediate, bias, plan, device)?,
+            gate_proj,
+            up_proj,
             down_proj: Linear::load(&vars.pp(names[2]), intermediate, hidden, bias, plan, device)?,
             act,
         })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let gate = self.act.forward(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        match &self.up_proj {
+            Some(up_proj) => {
+                let gate = self.act.forward(self.gate_proj.forward(x.clone()));
+                self.down_proj.forward(gate * up_proj.forward(x))
+            }
+            None => {
+                let mut halves = self.gate_proj.forward(x).chunk(2, D - 1);
+                let up = halves.pop().expect("two halves");
+                let gate = halves.pop().expect("two halves");
+                self.down_proj.forward(self.act.forward(gate) * up)
+            }
+        }
     }
 }
 

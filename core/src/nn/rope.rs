@@ -1,7 +1,8 @@
 //! Rotary position embeddings in HF's rotate-half convention (burn's `RotaryEncoding` rotates
 //! interleaved pairs, which is a different model). Frequencies follow transformers'
-//! `modeling_rope_utils.py`: default, linear, dynamic NTK and llama3 scaling, read from either the
-//! older `rope_theta` + `rope_scaling` keys or transformers 5's `rope_parameters`.
+//! `modeling_rope_utils.py`: default, linear, dynamic NTK, llama3 and Phi-3's su / longrope
+//! scaling, read from either the older `rope_theta` + `rope_scaling` keys or transformers 5's
+//! `rope_parameters`.
 
 use crate::error::{Error, Result};
 use burn::tensor::backend::Backend;
@@ -26,6 +27,16 @@ pub enum RopeScaling {
         low_freq_factor: f64,
         high_freq_factor: f64,
         original_max_position_embeddings: f64,
+    },
+    /// Phi-3's `su` (remote code `Phi3SuScaledRotaryEmbedding`), called `longrope` in
+    /// transformers: each frequency is divided by its own factor, `short_factor` while the
+    /// sequence (largest position + 1) fits `original_max_position_embeddings` and
+    /// `long_factor` beyond; cos and sin are multiplied by `attention_factor`.
+    LongRope {
+        short_factor: Vec<f64>,
+        long_factor: Vec<f64>,
+        original_max_position_embeddings: usize,
+        attention_factor: f64,
     },
 }
 
@@ -82,6 +93,10 @@ impl RopeConfig {
                         .unwrap_or(8192.0),
                 }
             }
+            "su" | "longrope" => {
+                let s = s.expect("su came from a scaling object");
+                longrope(cfg, s, dim, max_position_embeddings, path)?
+            }
             other => {
                 return Err(Error::config(
                     path,
@@ -97,12 +112,22 @@ impl RopeConfig {
         })
     }
 
+    /// What cos and sin are multiplied by (1 except for [`RopeScaling::LongRope`]).
+    pub fn attention_factor(&self) -> f32 {
+        match &self.scaling {
+            RopeScaling::LongRope {
+                attention_factor, ..
+            } => *attention_factor as f32,
+            _ => 1.0,
+        }
+    }
+
     /// Inverse frequencies (`dim / 2` of them) for a sequence of `seq_len` positions, in f32 as
     /// transformers computes them.
     pub fn inv_freq(&self, seq_len: usize) -> Vec<f32> {
         let dim = self.dim;
-        let base = match self.scaling {
-            RopeScaling::Dynamic { factor } if seq_len > self.max_position_embeddings => {
+        let base = match &self.scaling {
+            &RopeScaling::Dynamic { factor } if seq_len > self.max_position_embeddings => {
                 let max = self.max_position_embeddings as f64;
                 self.theta
                     * ((factor * seq_len as f64 / max) - (factor - 1.0))
@@ -113,9 +138,9 @@ impl RopeConfig {
         let inv: Vec<f32> = (0..dim / 2)
             .map(|i| 1.0 / (base as f32).powf((2 * i) as f32 / dim as f32))
             .collect();
-        match self.scaling {
-            RopeScaling::Linear { factor } => inv.iter().map(|f| f / factor as f32).collect(),
-            RopeScaling::Llama3 {
+        match &self.scaling {
+            &RopeScaling::Linear { factor } => inv.iter().map(|f| f / factor as f32).collect(),
+            &RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
                 high_freq_factor,
@@ -138,9 +163,80 @@ impl RopeConfig {
                     })
                     .collect()
             }
+            RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                original_max_position_embeddings,
+                ..
+            } => {
+                let ext = if seq_len > *original_max_position_embeddings {
+                    long_factor
+                } else {
+                    short_factor
+                };
+                // `1 / (ext * base ** (arange(0, dim, 2) / dim))`, all in f32.
+                (0..dim / 2)
+                    .map(|i| {
+                        let e = (2 * i) as f32 / dim as f32;
+                        1.0 / (ext[i] as f32 * (self.theta as f32).powf(e))
+                    })
+                    .collect()
+            }
             _ => inv,
         }
     }
+}
+
+/// su / longrope settings: the factor lists (one per frequency), the pretrained context
+/// (`original_max_position_embeddings` of the scaling object, else of the config) and the
+/// attention factor (given, else `sqrt(1 + ln(s) / ln(original))` with
+/// `s = max_position_embeddings / original`, 1 when `s <= 1`).
+fn longrope(
+    cfg: &Value,
+    s: &Value,
+    dim: usize,
+    max_position_embeddings: usize,
+    path: &Path,
+) -> Result<RopeScaling> {
+    let list = |key: &str| -> Result<Vec<f64>> {
+        let v: Vec<f64> = s
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        if v.len() != dim / 2 {
+            return Err(Error::config(
+                path,
+                format!(
+                    "rope scaling `{key}` needs {} numbers (head_dim / 2), found {}",
+                    dim / 2,
+                    v.len()
+                ),
+            ));
+        }
+        Ok(v)
+    };
+    let original = num(s, "original_max_position_embeddings")
+        .or_else(|| num(cfg, "original_max_position_embeddings"))
+        .map(|v| v as usize)
+        .unwrap_or(max_position_embeddings);
+    let attention_factor = match num(s, "attention_factor") {
+        Some(f) => f,
+        None => {
+            let scale = max_position_embeddings as f64 / original as f64;
+            if scale <= 1.0 {
+                1.0
+            } else {
+                (1.0 + scale.ln() / (original as f64).ln()).sqrt()
+            }
+        }
+    };
+    Ok(RopeScaling::LongRope {
+        short_factor: list("short_factor")?,
+        long_factor: list("long_factor")?,
+        original_max_position_embeddings: original,
+        attention_factor,
+    })
 }
 
 /// cos/sin tables for given positions.
@@ -164,7 +260,12 @@ impl RotaryEmbedding {
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let max_pos = positions.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
         let inv = self.config.inv_freq(max_pos);
-        let (cos, sin) = tables(&inv, positions);
+        let (mut cos, mut sin) = tables(&inv, positions);
+        let factor = self.config.attention_factor();
+        if factor != 1.0 {
+            cos.iter_mut().for_each(|c| *c *= factor);
+            sin.iter_mut().for_each(|s| *s *= factor);
+        }
         let shape = [batch, seq, self.config.dim];
         (
             Tensor::from_data(TensorData::new(cos, shape), device),
@@ -228,5 +329,35 @@ mod tests {
                 .to_string()
                 .contains("`su2` is not supported")
         );
+    }
+
+    /// Phi-3-vision-128k's `su`: short factors up to `original_max_position_embeddings`,
+    /// long ones beyond, attention factor `sqrt(1 + ln(32) / ln(4096))`.
+    #[test]
+    fn su_scaling_picks_factors_by_length() {
+        let p = Path::new("config.json");
+        let cfg = json!({"rope_theta": 10000.0, "max_position_embeddings": 131072,
+            "original_max_position_embeddings": 4096,
+            "rope_scaling": {"type": "su", "short_factor": [1.0, 2.0], "long_factor": [3.0, 4.0]}});
+        let r = RopeConfig::from_hf(&cfg, 4, 131072, p).unwrap();
+        let f = (1.0f64 + 32f64.ln() / 4096f64.ln()).sqrt();
+        assert!((r.attention_factor() as f64 - f).abs() < 1e-6);
+        let base_1 = 1.0 / 10000f32.powf(0.5);
+        assert_eq!(
+            r.inv_freq(4096),
+            vec![1.0, 1.0 / (2.0 * 10000f32.powf(0.5))]
+        );
+        assert_eq!(
+            r.inv_freq(4097),
+            vec![1.0 / 3.0, 1.0 / (4.0 * 10000f32.powf(0.5))]
+        );
+        assert!(r.inv_freq(4097)[1] < base_1);
+        let short = json!({"max_position_embeddings": 4096,
+            "rope_scaling": {"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}});
+        let err = RopeConfig::from_hf(&short, 4, 4096, p).unwrap_err();
+        assert!(err.to_string().contains("short_factor` needs 2 numbers"));
+        // No extension past the pretrained context: no attention scaling.
+        let r = RopeConfig::from_hf(&cfg, 4, 4096, p).unwrap();
+        assert_eq!(r.attention_factor(), 1.0);
     }
 }
