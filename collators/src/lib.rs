@@ -12,6 +12,7 @@
 
 pub mod dataset;
 pub mod image;
+pub mod sentencepiece;
 pub mod template;
 pub mod text;
 pub mod video;

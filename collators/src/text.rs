@@ -55,20 +55,21 @@ impl TextTokenizer {
     /// `special_tokens_map.json` from a model directory.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        if !path.is_file() {
-            let hint = if dir.join("tokenizer.model").is_file() {
-                ": the directory has only a slow (sentencepiece) tokenizer.model; save a fast one \
-                 with transformers (`AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`)"
-            } else {
-                ""
-            };
+        let spm = dir.join("tokenizer.model");
+        let tokenizer = if path.is_file() {
+            tokenizers::Tokenizer::from_file(&path)
+                .map_err(|e| Error::config(&path, format!("cannot load the tokenizer: {e}")))?
+        } else if spm.is_file() {
+            // Only the slow tokenizer ships (InternLM2, older Llama): convert it as
+            // transformers would when asked for a fast one.
+            let added = crate::sentencepiece::added_tokens(dir)?;
+            crate::sentencepiece::tokenizer_from_model(&spm, &added)?
+        } else {
             return Err(Error::config(
                 dir,
-                format!("no tokenizer.json in the directory{hint}"),
+                "no tokenizer.json (or sentencepiece tokenizer.model) in the directory",
             ));
-        }
-        let tokenizer = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| Error::config(&path, format!("cannot load the tokenizer: {e}")))?;
+        };
         let special = crate::template::SpecialTokens::from_model_dir(dir)?;
         Ok(Self::new(tokenizer, special))
     }

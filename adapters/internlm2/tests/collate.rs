@@ -147,3 +147,58 @@ fn skips_or_rejects_long_samples_and_rejects_images() {
     let err = collator.collate(&[&with_image]).unwrap_err().to_string();
     assert!(err.contains("text-only"), "{err}");
 }
+
+/// A directory as the hub's InternLM2 has it: only the sentencepiece `tokenizer.model`, the chat
+/// markers as special added tokens in `tokenizer_config.json`. It converts as transformers'
+/// fast tokenizer would, and collates with the markers as single tokens.
+#[test]
+fn sentencepiece_tokenizer_model_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo("tests/fixtures/internlm2/config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo("tests/fixtures/spm/bpe.model"),
+        dir.path().join("tokenizer.model"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"bos_token": "<s>", "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>",
+            "added_tokens_decoder": {
+              "3": {"content": "<|im_start|>", "special": true},
+              "4": {"content": "<|im_end|>", "special": true}
+            }}"#,
+    )
+    .unwrap();
+    let model = ModelDir::open(dir.path()).unwrap();
+    let collator = InternLm2Collator::new(&model, &CollateOptions::default()).unwrap();
+    let s = sample(
+        0,
+        &[
+            (Role::User, "who are you"),
+            (Role::Assistant, "an assistant"),
+        ],
+    );
+    let (batch, _) = collator.collate(&[&s]).unwrap();
+    let t = batch.unwrap();
+    let ids = &t.input_ids.data;
+    // BOS, then <|im_start|> as one token (id 3), and two <|im_end|> (id 4).
+    assert_eq!(ids[0], 1);
+    assert_eq!(ids[1], 3);
+    assert_eq!(ids.iter().filter(|&&i| i == 4).count(), 2);
+    let labels = t.labels.as_ref().unwrap();
+    let last_end = ids.iter().rposition(|&i| i == 4).unwrap();
+    assert_eq!(labels.data[last_end], 4);
+    let tok = TextTokenizer::from_dir(dir.path()).unwrap();
+    let trained: Vec<u32> = labels
+        .data
+        .iter()
+        .filter(|&&x| x != IGNORE_INDEX)
+        .map(|&x| x as u32)
+        .collect();
+    // The reply, its <|im_end|> (skipped in decoding) and the template's newline after it.
+    assert_eq!(tok.decode(&trained).unwrap().trim_end(), "an assistant");
+}
