@@ -112,15 +112,15 @@ fn training_a_planned_family_says_it_is_not_implemented() {
         .args([
             "train",
             "--model",
-            "qwen2-vl-7b-instruct",
+            "llama-3.2-11b-vision-instruct",
             "--data",
             "train.json",
         ])
         .assert()
         .failure()
         .stderr(
-            predicate::str::contains("`qwen2-vl-7b-instruct`")
-                .and(predicate::str::contains("family `qwen2_vl`"))
+            predicate::str::contains("`llama-3.2-11b-vision-instruct`")
+                .and(predicate::str::contains("family `mllama`"))
                 .and(predicate::str::contains("not implemented yet")),
         );
 }
