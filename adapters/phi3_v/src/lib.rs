@@ -26,10 +26,8 @@ pub static PHI3_V: FamilyDescriptor = FamilyDescriptor {
         ModelEntry::new("phi3.5-v", "microsoft/Phi-3.5-vision-instruct"),
     ],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
-    strategies: &[S::Full, S::Lora, S::VisionFull, S::VisionLora],
-    status: Status::Planned {
-        note: "model code and HF parity not landed yet",
-    },
+    strategies: &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora],
+    status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),
     runtime: Some(&Phi3VFamily),
 };
