@@ -260,8 +260,8 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Interactive mode reads one message per line; /reset starts a new \
-    conversation, /exit (or end of input) quits.\n\n\
+    after_help = "Interactive mode reads one message per line; /image PATH attaches an image \
+    to the next message, /reset starts a new conversation, /exit (or end of input) quits.\n\n\
     Examples:\n  \
     lmms chat --model ./merged --message \"Who are you?\"\n  \
     lmms chat --model internlm2-chat-1_8b --adapter out/adapter --temperature 0.7"
@@ -287,6 +287,11 @@ pub struct ChatArgs {
     /// chat is interactive.
     #[arg(long = "message", short = 'm', value_name = "TEXT")]
     pub messages: Vec<String>,
+
+    /// An image for the first message (repeatable); an `<image>` placeholder is put before the
+    /// text unless the message places its own. Interactive: `/image PATH`.
+    #[arg(long = "image", value_name = "FILE")]
+    pub images: Vec<PathBuf>,
 
     /// Most tokens per reply.
     #[arg(long, default_value_t = 256, value_name = "N")]

@@ -172,8 +172,12 @@ impl TextStream {
 }
 
 /// A conversation for [`Generator::generate`]: optional system prompt, alternating turns that end
-/// with the user's.
-pub fn conversation(system: Option<&str>, turns: &[(crate::data::Role, String)]) -> Sample {
+/// with the user's, and the images their `<image>` placeholders stand for, in order.
+pub fn conversation(
+    system: Option<&str>,
+    turns: &[(crate::data::Role, String)],
+    images: &[std::path::PathBuf],
+) -> Sample {
     Sample {
         origin: crate::data::SampleOrigin {
             file: "<chat>".into(),
@@ -187,7 +191,7 @@ pub fn conversation(system: Option<&str>, turns: &[(crate::data::Role, String)])
                 content: content.clone(),
             })
             .collect(),
-        images: vec![],
+        images: images.to_vec(),
         videos: vec![],
     }
 }

@@ -310,7 +310,12 @@ impl LlavaCollator {
     }
 
     /// Tokenizes and labels `sample`, with `sizes` the original (height, width) of its images.
-    fn encode(&self, sample: &Sample, sizes: &[(usize, usize)]) -> Result<Encoded> {
+    fn encode(
+        &self,
+        sample: &Sample,
+        sizes: &[(usize, usize)],
+        options: &EncodeOptions,
+    ) -> Result<Encoded> {
         let in_multi = sizes.len() > 1;
         let counts = sizes
             .iter()
@@ -334,7 +339,7 @@ impl LlavaCollator {
             &self.tokenizer,
             &self.template,
             sample,
-            &self.encode,
+            options,
             &mut expand,
         )?;
         let EncodeOutcome::Encoded(mut e) = outcome else {
@@ -356,13 +361,16 @@ impl LlavaCollator {
             for m in &mut e.media {
                 m.start += prefix.len();
             }
-            e.input_ids.extend_from_slice(suffix);
-            e.labels.extend(label(suffix));
+            // A prompt goes on with the reply: nothing closes the text yet.
+            if !options.generation_prompt {
+                e.input_ids.extend_from_slice(suffix);
+                e.labels.extend(label(suffix));
+            }
         }
         Ok(e)
     }
 
-    fn prepare(&self, sample: &Sample) -> Result<Prepare> {
+    fn prepare(&self, sample: &Sample, options: &EncodeOptions) -> Result<Prepare> {
         let video_pipeline = self.video_pipeline(sample)?;
         let images = sample
             .images
@@ -373,7 +381,7 @@ impl LlavaCollator {
             .iter()
             .map(|i| (i.height() as usize, i.width() as usize))
             .collect();
-        let encoded = self.encode(sample, &sizes)?;
+        let encoded = self.encode(sample, &sizes, options)?;
         let (length, limit) = (encoded.len(), self.max_length);
         if length > limit {
             return match self.options.over_length {
@@ -479,9 +487,12 @@ impl Collator for LlavaCollator {
             .filter(|s| !s.images.is_empty() || !s.videos.is_empty())
             .count();
         let prepared = if with_media > 1 {
-            par_map(samples, |s| self.prepare(s))
+            par_map(samples, |s| self.prepare(s, &self.encode))
         } else {
-            samples.iter().map(|s| self.prepare(s)).collect()
+            samples
+                .iter()
+                .map(|s| self.prepare(s, &self.encode))
+                .collect()
         };
         let mut kept: Vec<Prepared> = Vec::with_capacity(samples.len());
         let mut skipped = Vec::new();
@@ -497,6 +508,49 @@ impl Collator for LlavaCollator {
         if kept.is_empty() {
             return Ok((None, skipped));
         }
+        Ok((Some(self.assemble(kept)?), skipped))
+    }
+
+    fn prompt(&self, conversation: &Sample) -> Result<LlavaInputs> {
+        let options = EncodeOptions {
+            generation_prompt: true,
+            ..self.encode.clone()
+        };
+        match self.prepare(conversation, &options)? {
+            Prepare::Ready(p) => self.assemble(vec![p]),
+            Prepare::TooLong { length, limit } => Err(conversation.origin.error(format!(
+                "the conversation is {length} tokens (media included), over the model's limit \
+                 of {limit}"
+            ))),
+        }
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids)
+    }
+
+    fn stop_ids(&self) -> Vec<u32> {
+        self.tokenizer.stop_ids(Some(&self.dir))
+    }
+
+    fn num_tokens(&self, sample: &Sample) -> Result<usize> {
+        self.video_pipeline(sample)?;
+        let sizes = if self.images.needs_sizes() {
+            sample
+                .images
+                .iter()
+                .map(|p| image_size(p).map_err(|e| image_error(sample, p, &e)))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            vec![(0, 0); sample.images.len()]
+        };
+        Ok(self.encode(sample, &sizes, &self.encode)?.len())
+    }
+}
+
+impl LlavaCollator {
+    /// One batch of prepared samples: right-padded ids, stacked pixels and videos.
+    fn assemble(&self, kept: Vec<Prepared>) -> Result<LlavaInputs> {
         let encoded: Vec<&Encoded> = kept.iter().map(|p| &p.encoded).collect();
         let padded = pad_batch(&encoded, self.pad_id);
         let batch_num_images: Vec<usize> = kept.iter().map(|p| p.pixels.len()).collect();
@@ -526,30 +580,13 @@ impl Collator for LlavaCollator {
                 data: padded.labels,
             }),
         };
-        Ok((
-            Some(LlavaInputs {
-                tokens,
-                pixel_values,
-                image_sizes,
-                pixel_values_videos,
-                batch_num_images: Some(batch_num_images),
-            }),
-            skipped,
-        ))
-    }
-
-    fn num_tokens(&self, sample: &Sample) -> Result<usize> {
-        self.video_pipeline(sample)?;
-        let sizes = if self.images.needs_sizes() {
-            sample
-                .images
-                .iter()
-                .map(|p| image_size(p).map_err(|e| image_error(sample, p, &e)))
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            vec![(0, 0); sample.images.len()]
-        };
-        Ok(self.encode(sample, &sizes)?.len())
+        Ok(LlavaInputs {
+            tokens,
+            pixel_values,
+            image_sizes,
+            pixel_values_videos,
+            batch_num_images: Some(batch_num_images),
+        })
     }
 }
 

@@ -337,6 +337,10 @@ impl FamilyModel for LlavaFamily {
         &inputs.tokens
     }
 
+    fn tokens_mut<'a>(&self, inputs: &'a mut LlavaInputs) -> Option<&'a mut Tokens> {
+        Some(&mut inputs.tokens)
+    }
+
     fn forward<B: Backend>(
         &self,
         model: &Llava<B>,

@@ -32,10 +32,17 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         repetition_penalty: args.repetition_penalty,
         seed: args.seed,
     };
+    for image in &args.images {
+        if !image.is_file() {
+            anyhow::bail!("--image {}: no such file", image.display());
+        }
+    }
     let mut chat = Chat {
         generator: generator.as_mut(),
         system: args.system.as_deref(),
         turns: vec![],
+        images: vec![],
+        pending: args.images.clone(),
         options,
     };
     if !args.messages.is_empty() {
@@ -58,7 +65,19 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<ExitCode> {
             "/exit" | "/quit" => break,
             "/reset" => {
                 chat.turns.clear();
+                chat.images.clear();
+                chat.pending.clear();
                 eprintln!("(new conversation)");
+                continue;
+            }
+            cmd if cmd.starts_with("/image ") => {
+                let path = std::path::PathBuf::from(cmd["/image ".len()..].trim());
+                if path.is_file() {
+                    eprintln!("(image {} goes with the next message)", path.display());
+                    chat.pending.push(path);
+                } else {
+                    eprintln!("no such file: {}", path.display());
+                }
                 continue;
             }
             _ => {}
@@ -73,14 +92,25 @@ struct Chat<'a, 'g> {
     generator: &'a mut (dyn Generator + 'g),
     system: Option<&'a str>,
     turns: Vec<(Role, String)>,
+    /// Images of the conversation so far, and those for the next message.
+    images: Vec<std::path::PathBuf>,
+    pending: Vec<std::path::PathBuf>,
     options: GenerateOptions,
 }
 
 impl Chat<'_, '_> {
     /// Answers `message`, streaming the reply, and keeps both in the conversation.
     fn reply(&mut self, message: &str) -> anyhow::Result<()> {
-        self.turns.push((Role::User, message.to_string()));
-        let sample = conversation(self.system, &self.turns);
+        let placeholder = lmms_collators::dataset::IMAGE_PLACEHOLDER;
+        let text = if !message.contains(placeholder) && !self.pending.is_empty() {
+            format!("{}\n{message}", placeholder.repeat(self.pending.len()))
+        } else {
+            message.to_string()
+        };
+        let before = self.images.len();
+        self.images.append(&mut self.pending);
+        self.turns.push((Role::User, text));
+        let sample = conversation(self.system, &self.turns, &self.images);
         let mut out = std::io::stdout();
         let generation = self
             .generator
@@ -92,6 +122,7 @@ impl Chat<'_, '_> {
             Ok(g) => g,
             Err(e) => {
                 self.turns.pop();
+                self.images.truncate(before);
                 return Err(e.into());
             }
         };

@@ -1,0 +1,63 @@
+//! `lmms chat` with a vision-language model: the tiny LLaVA answers about an image given with
+//! `--image` (the prompt grows by the image's tokens), and bad input is refused with a message.
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chat(extra: &[&str]) -> std::process::Output {
+    Command::cargo_bin("lmms")
+        .unwrap()
+        .arg("chat")
+        .arg("--model")
+        .arg(root().join("example_data/tiny-llava"))
+        .args(["--max-new-tokens", "6"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The prompt length `chat` reports on stderr.
+fn prompt_tokens(out: &std::process::Output) -> usize {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tail = err
+        .split("prompt ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no prompt size in {err}"));
+    tail.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn answers_about_an_image() {
+    let image = root().join("example_data/images/red_square.png");
+    assert!(image.is_file());
+    let with = chat(&["--image", image.to_str().unwrap(), "-m", "What is this?"]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&with.stdout);
+    assert!(stdout.contains("user: What is this?"), "{stdout}");
+    assert!(stdout.contains("assistant: "), "{stdout}");
+    let without = chat(&["-m", "What is this?"]);
+    assert!(without.status.success());
+    // The image becomes its tokens in the prompt (the tiny CLIP gives one token per patch).
+    assert!(
+        prompt_tokens(&with) > prompt_tokens(&without),
+        "{} vs {}",
+        prompt_tokens(&with),
+        prompt_tokens(&without)
+    );
+}
+
+#[test]
+fn a_missing_image_is_named() {
+    let out = chat(&["--image", "no/such.png", "-m", "hi"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no/such.png"), "{err}");
+}
