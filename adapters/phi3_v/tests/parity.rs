@@ -1,27 +1,47 @@
 //! HF parity on the project's copy of the Phi-3-V reference fixture (`tests/fixtures/phi3-v`,
 //! made from the hub's remote code on a tiny model: 2-layer Phi-3 with su RoPE, 2-layer CLIP,
-//! one 700x500 image in 2x2 crops = 757 image tokens).
+//! one 700x500 image in 2x2 crops = 757 image tokens), and on `tests/fixtures/phi3-v-batch`
+//! (its `generate.py`: a text-only row next to a row with 2x1 and 1x2 crop images, padding, a
+//! LoRA adapter on the LLM and CLIP with the loss gradients).
 
 use lmms_core::backend::DeviceSpec;
 use lmms_core::runtime::DynFamily;
 use lmms_phi3_v::Phi3VFamily;
 use std::path::PathBuf;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/phi3-v")
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
 }
 
 #[test]
 fn logits_and_loss_match_the_remote_code() {
-    let report = Phi3VFamily.parity(&fixture(), DeviceSpec::Cpu).unwrap();
+    check(&fixture("phi3-v"), &["logits", "loss"]);
+}
+
+#[test]
+fn batches_with_padding_several_images_and_lora_gradients_match() {
+    check(
+        &fixture("phi3-v-batch"),
+        &["logits", "loss", "lora.logits", "lora.loss"],
+    );
+}
+
+fn check(dir: &std::path::Path, names: &[&str]) {
+    let report = Phi3VFamily.parity(dir, DeviceSpec::Cpu).unwrap();
     for c in &report.checks {
         println!(
             "{}: max abs {:.3e}, max rel {:.3e} (tolerance {:.0e})",
             c.name, c.max_abs_err, c.max_rel_err, c.tolerance
         );
     }
-    assert!(report.checks.iter().any(|c| c.name == "logits"));
-    assert!(report.checks.iter().any(|c| c.name == "loss"));
+    for name in names {
+        assert!(
+            report.checks.iter().any(|c| c.name == *name),
+            "no {name} check"
+        );
+    }
     for c in &report.checks {
         assert!(c.passed(), "{} off by {:e}", c.name, c.max_rel_err);
     }
