@@ -28,6 +28,14 @@ pub struct CollateOptions {
     pub train_on_everything: bool,
     /// Frames sampled uniformly from each video.
     pub num_frames: usize,
+    /// Pixel bounds of an image after resizing (`min_pixels` / `max_pixels`), for the families
+    /// whose processor resizes to a pixel budget (Qwen2-VL); `None` = the processor config's.
+    /// They bound the number of vision tokens, hence memory. Other families ignore them.
+    pub min_pixels: Option<usize>,
+    pub max_pixels: Option<usize>,
+    /// The same for each video frame (Qwen2-VL's video processor has its own bounds).
+    pub video_min_pixels: Option<usize>,
+    pub video_max_pixels: Option<usize>,
 }
 
 impl Default for CollateOptions {
@@ -37,6 +45,10 @@ impl Default for CollateOptions {
             over_length: OverLength::Skip,
             train_on_everything: false,
             num_frames: 8,
+            min_pixels: None,
+            max_pixels: None,
+            video_min_pixels: None,
+            video_max_pixels: None,
         }
     }
 }

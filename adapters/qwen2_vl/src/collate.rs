@@ -8,26 +8,33 @@
 //! 2. it is tokenized and labelled by [`lmms_collators::text`]: the assistant replies and their
 //!    `<|im_end|>` train (or everything with `train_on_everything`);
 //! 3. each `<|image_pad|>` becomes `grid_t * grid_h * grid_w / merge^2` ids, the grid coming from
-//!    `smart_resize` of the image's size within `min_pixels` / `max_pixels`;
+//!    `smart_resize` of the image's size within `min_pixels` / `max_pixels`; each video's
+//!    `<|video_pad|>` likewise, from the sampled frame count (padded to a multiple of
+//!    `temporal_patch_size`) and the video pixel bounds;
 //! 4. a sample longer than `model_max_length` is left out or refused, never cut.
 //!
 //! The batch is right-padded (pad id from the tokenizer, else `config.json`); the images of all
 //! kept samples, in order, go through [`Qwen2VlImageProcessor`] (bit-identical to HF's PIL
 //! processor): `pixel_values` `[patches, C * T * P * P]` and `image_grid_thw` `[images, 3]`.
-//! Checked against transformers in `adapters/qwen2_vl/tests/collate.rs` (fixture by
+//! Videos (`<video>` -> `<|vision_start|><|video_pad|><|vision_end|>`): `num_frames` frames
+//! sampled as `Qwen2VLVideoProcessor.sample_frames` does, decoded by FFmpeg
+//! ([`lmms_collators::video`]), through [`Qwen2VlVideoProcessor`]: `pixel_values_videos`,
+//! `video_grid_thw`, and for Qwen2.5-VL `second_per_grid_ts` (`temporal_patch_size /
+//! sampled_fps`, as `Qwen2_5_VLProcessor`).
+//! Checked against transformers in `adapters/qwen2_vl/tests/collate.rs` (fixtures by
 //! `tools/fixtures/qwen2_vl_collate.py`).
-//!
-//! Not yet: video samples (an error names the sample).
 
-use crate::config::QwenVlConfig;
+use crate::config::{QwenVlConfig, Variant};
 use crate::model::QwenVlInputs;
 use lmms_collators::image::load_image;
 use lmms_collators::image::qwen2_vl::{Qwen2VlImageProcessor, Qwen2VlPatches};
+use lmms_collators::image::qwen2_vl_video::{FrameSampling, Qwen2VlVideoProcessor};
 use lmms_collators::template::{ChatTemplate, ContentStyle};
 use lmms_collators::text::{
     EncodeOptions, EncodeOutcome, Encoded, LabelMode, MediaKind, TextTokenizer,
     encode_conversation_with, pad_batch,
 };
+use lmms_collators::video::{probe, read_frames_at};
 use lmms_core::collator::{CollateOptions, Collator, OverLength, Skipped};
 use lmms_core::data::Sample;
 use lmms_core::error::{Error, Result};
@@ -49,7 +56,9 @@ pub struct QwenVlCollator {
     template: ChatTemplate,
     encode: EncodeOptions,
     pub images: Qwen2VlImageProcessor,
+    pub videos: Qwen2VlVideoProcessor,
     image_token_id: u32,
+    video_token_id: u32,
     pad_id: u32,
     max_length: usize,
     options: CollateOptions,
@@ -70,6 +79,18 @@ impl std::fmt::Debug for QwenVlCollator {
 struct Prepared {
     encoded: Encoded,
     patches: Vec<Qwen2VlPatches>,
+    videos: Vec<Qwen2VlPatches>,
+    /// Qwen2.5-VL's seconds per temporal patch, per video.
+    seconds: Vec<f32>,
+}
+
+/// A video as sampled: which frames, of how many, at what size and frame rate.
+struct VideoPlan {
+    indices: Vec<usize>,
+    total: usize,
+    height: usize,
+    width: usize,
+    fps: Option<f64>,
 }
 
 enum Prepare {
@@ -101,7 +122,29 @@ impl QwenVlCollator {
                 .expect("the built-in templates exist")
                 .with_special_tokens(tokenizer.special.clone()),
         };
-        let images = Qwen2VlImageProcessor::from_model_dir(&root)?;
+        let images = Qwen2VlImageProcessor::from_model_dir(&root)?
+            .with_pixels(options.min_pixels, options.max_pixels)
+            .map_err(|e| Error::config(root.join("preprocessor_config.json"), describe(&e)))?;
+        let videos = Qwen2VlVideoProcessor::from_model_dir(&root)?;
+        let videos_source = videos.source.clone();
+        let videos = videos
+            .with_pixels(options.video_min_pixels, options.video_max_pixels)
+            .map_err(|e| Error::config(&videos_source, describe(&e)))?;
+        if (
+            videos.frames.patch_size,
+            videos.frames.merge_size,
+            videos.frames.temporal_patch_size,
+        ) != (
+            images.patch_size,
+            images.merge_size,
+            images.temporal_patch_size,
+        ) {
+            return Err(Error::config(
+                videos_source,
+                "the video processor's patch_size / merge_size / temporal_patch_size differ \
+                 from the image processor's",
+            ));
+        }
         if images.patch_size != config.vision.patch_size
             || images.merge_size != config.vision.spatial_merge_size
             || images.temporal_patch_size != config.vision.temporal_patch_size
@@ -132,6 +175,21 @@ impl QwenVlCollator {
                             .token_id(IMAGE_PAD)
                             .map_or("not a token".to_string(), |i| format!("id {i}")),
                         config.image_token_id
+                    ),
+                )
+            })?;
+        let video_token_id = u32::try_from(config.video_token_id)
+            .ok()
+            .filter(|&id| tokenizer.token_id(VIDEO_PAD) == Some(id))
+            .ok_or_else(|| {
+                Error::config(
+                    root.join("tokenizer.json"),
+                    format!(
+                        "`{VIDEO_PAD}` is {} in the tokenizer but config.json's video_token_id is {}",
+                        tokenizer
+                            .token_id(VIDEO_PAD)
+                            .map_or("not a token".to_string(), |i| format!("id {i}")),
+                        config.video_token_id
                     ),
                 )
             })?;
@@ -175,7 +233,9 @@ impl QwenVlCollator {
             template,
             encode,
             images,
+            videos,
             image_token_id,
+            video_token_id,
             pad_id,
             max_length,
             options: options.clone(),
@@ -189,6 +249,12 @@ impl QwenVlCollator {
         Ok(self)
     }
 
+    /// Overrides the video processor's pixel bounds (per frame).
+    pub fn with_video_pixels(mut self, min: Option<usize>, max: Option<usize>) -> Result<Self> {
+        self.videos = self.videos.with_pixels(min, max)?;
+        Ok(self)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -197,16 +263,13 @@ impl QwenVlCollator {
         self.pad_id
     }
 
-    fn encode(&self, sample: &Sample, counts: &[usize]) -> Result<Encoded> {
-        if !sample.videos.is_empty() {
-            return Err(sample
-                .origin
-                .error("has a video: Qwen2-VL video samples are not supported yet"));
-        }
-        let id = self.image_token_id;
-        let mut expand = |kind: MediaKind, index: usize| match kind {
-            MediaKind::Image => Ok(counts.get(index).map(|&n| vec![id; n])),
-            MediaKind::Video => Err(sample.origin.error("has a video placeholder")),
+    fn encode(&self, sample: &Sample, counts: &[usize], video_counts: &[usize]) -> Result<Encoded> {
+        let (image, video) = (self.image_token_id, self.video_token_id);
+        let mut expand = |kind: MediaKind, index: usize| {
+            Ok(match kind {
+                MediaKind::Image => counts.get(index).map(|&n| vec![image; n]),
+                MediaKind::Video => video_counts.get(index).map(|&n| vec![video; n]),
+            })
         };
         let outcome = encode_conversation_with(
             &self.tokenizer,
@@ -233,6 +296,44 @@ impl QwenVlCollator {
             .collect()
     }
 
+    /// Which frames of each video of `sample` are used (no decoding).
+    fn plan_videos(&self, sample: &Sample) -> Result<Vec<VideoPlan>> {
+        sample
+            .videos
+            .iter()
+            .map(|path| {
+                let info = probe(path).map_err(|e| video_error(sample, path, &describe(&e)))?;
+                let indices = self
+                    .videos
+                    .sample_indices(
+                        info.frames,
+                        info.fps,
+                        FrameSampling::NumFrames(self.options.num_frames),
+                    )
+                    .map_err(|reason| video_error(sample, path, &reason))?;
+                Ok(VideoPlan {
+                    indices,
+                    total: info.frames,
+                    height: info.height as usize,
+                    width: info.width as usize,
+                    fps: info.fps,
+                })
+            })
+            .collect()
+    }
+
+    fn video_counts(&self, sample: &Sample, plans: &[VideoPlan]) -> Result<Vec<usize>> {
+        plans
+            .iter()
+            .zip(&sample.videos)
+            .map(|(v, path)| {
+                self.videos
+                    .num_tokens(v.indices.len(), v.height, v.width)
+                    .map_err(|e| video_error(sample, path, &describe(&e)))
+            })
+            .collect()
+    }
+
     fn prepare(&self, sample: &Sample) -> Result<Prepare> {
         let images = sample
             .images
@@ -243,7 +344,12 @@ impl QwenVlCollator {
             .iter()
             .map(|i| (i.height() as usize, i.width() as usize))
             .collect();
-        let encoded = self.encode(sample, &self.counts(sample, &sizes)?)?;
+        let plans = self.plan_videos(sample)?;
+        let encoded = self.encode(
+            sample,
+            &self.counts(sample, &sizes)?,
+            &self.video_counts(sample, &plans)?,
+        )?;
         let (length, limit) = (encoded.len(), self.max_length);
         if length > limit {
             return match self.options.over_length {
@@ -263,8 +369,36 @@ impl QwenVlCollator {
                     .map_err(|e| media_error(sample, path, &e))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Prepare::Ready(Prepared { encoded, patches }))
+        let mut videos = Vec::with_capacity(plans.len());
+        let mut seconds = Vec::with_capacity(plans.len());
+        for (plan, path) in plans.iter().zip(&sample.videos) {
+            let frames = read_frames_at(path, &plan.indices)
+                .map_err(|e| video_error(sample, path, &describe(&e)))?;
+            videos.push(
+                self.videos
+                    .process(&frames)
+                    .map_err(|e| video_error(sample, path, &describe(&e)))?,
+            );
+            seconds.push(
+                self.videos
+                    .second_per_grid(plan.indices.len(), plan.total, plan.fps)
+                    as f32,
+            );
+        }
+        Ok(Prepare::Ready(Prepared {
+            encoded,
+            patches,
+            videos,
+            seconds,
+        }))
     }
+}
+
+/// `<sample>: video <path>: <reason>`.
+fn video_error(sample: &Sample, path: &Path, reason: &str) -> Error {
+    sample
+        .origin
+        .error(format!("video {}: {reason}", path.display()))
 }
 
 /// `<sample>: image <path>: <reason>`.
@@ -319,6 +453,35 @@ impl Collator for QwenVlCollator {
                 }),
             )
         };
+        let (mut video_pixels, mut video_grids, mut seconds) = (Vec::new(), Vec::new(), Vec::new());
+        for p in &kept {
+            for v in &p.videos {
+                video_pixels.extend_from_slice(&v.data);
+                video_grids.extend(v.grid.iter().map(|&g| g as i64));
+            }
+            seconds.extend_from_slice(&p.seconds);
+        }
+        let n_videos = video_grids.len() / 3;
+        let (pixel_values_videos, video_grid_thw, second_per_grid_ts) = if n_videos == 0 {
+            (None, None, None)
+        } else {
+            let k = self.videos.frames.patch_values();
+            (
+                Some(HostTensor {
+                    shape: vec![video_pixels.len() / k, k],
+                    data: video_pixels,
+                }),
+                Some(HostTensor {
+                    shape: vec![n_videos, 3],
+                    data: video_grids,
+                }),
+                // Only Qwen2_5_VLProcessor returns it (Qwen2-VL's temporal step is fixed).
+                (self.config.variant == Variant::Qwen25).then(|| HostTensor {
+                    shape: vec![n_videos],
+                    data: seconds,
+                }),
+            )
+        };
         let shape = vec![padded.batch, padded.len];
         let tokens = Tokens {
             input_ids: HostTensor {
@@ -339,9 +502,9 @@ impl Collator for QwenVlCollator {
                 tokens,
                 pixel_values,
                 image_grid_thw,
-                pixel_values_videos: None,
-                video_grid_thw: None,
-                second_per_grid_ts: None,
+                pixel_values_videos,
+                video_grid_thw,
+                second_per_grid_ts,
             }),
             skipped,
         ))
@@ -357,6 +520,10 @@ impl Collator for QwenVlCollator {
                     .map_err(|e| media_error(sample, p, &e))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.encode(sample, &self.counts(sample, &sizes)?)?.len())
+        let plans = self.plan_videos(sample)?;
+        let videos = self.video_counts(sample, &plans)?;
+        Ok(self
+            .encode(sample, &self.counts(sample, &sizes)?, &videos)?
+            .len())
     }
 }

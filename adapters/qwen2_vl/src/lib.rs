@@ -15,8 +15,7 @@ pub use family::{QWEN2_5_VL_RUNTIME, QWEN2_VL_RUNTIME, QwenVlFamily};
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
 const STRATEGIES: &[S] = &[S::Full, S::Lora, S::VisionFull, S::VisionLora];
-// The model runs videos (parity), the collator does not read them yet.
-const MODALITIES: &[M] = &[M::Image, M::MultiImage, M::TextOnly];
+const MODALITIES: &[M] = &[M::Image, M::MultiImage, M::Video, M::TextOnly];
 
 pub static QWEN2_VL: FamilyDescriptor = FamilyDescriptor {
     id: "qwen2_vl",

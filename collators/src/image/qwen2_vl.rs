@@ -105,6 +105,16 @@ impl Qwen2VlImageProcessor {
     }
 
     fn from_parts(cfg: &ImageProcessorConfig, raw: &Value) -> Result<Self> {
+        Self::from_parts_with(cfg, raw, (56 * 56, 28 * 28 * 1280))
+    }
+
+    /// `bounds`: the class's default (min_pixels, max_pixels) when the config has none (the
+    /// video processor's differ from the image processor's).
+    pub(crate) fn from_parts_with(
+        cfg: &ImageProcessorConfig,
+        raw: &Value,
+        bounds: (usize, usize),
+    ) -> Result<Self> {
         let defaults = Defaults {
             size: Size::HeightWidth {
                 height: 1,
@@ -128,11 +138,11 @@ impl Qwen2VlImageProcessor {
             min_pixels: int(raw, "min_pixels")
                 .or_else(|| int(&size, "shortest_edge"))
                 .or_else(|| int(&size, "min_pixels"))
-                .unwrap_or(56 * 56),
+                .unwrap_or(bounds.0),
             max_pixels: int(raw, "max_pixels")
                 .or_else(|| int(&size, "longest_edge"))
                 .or_else(|| int(&size, "max_pixels"))
-                .unwrap_or(28 * 28 * 1280),
+                .unwrap_or(bounds.1),
             patch_size: int(raw, "patch_size").unwrap_or(14),
             temporal_patch_size: int(raw, "temporal_patch_size").unwrap_or(2),
             merge_size: int(raw, "merge_size").unwrap_or(2),
