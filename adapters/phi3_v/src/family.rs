@@ -72,7 +72,8 @@ fn crops_of(sizes: &HostTensor<i64>) -> Vec<(usize, usize)> {
 /// Fixtures saved after the reference forward hold 0 where the image ids were: the remote
 /// code clamps `input_ids` in place (`input_ids.clamp_min_(0)`). When `pixel_values` come with
 /// no negative id, each image's positions are taken from the first run of at least its token
-/// count of 0 ids (row-major, images in order) and marked `-k` again.
+/// count of 0 ids that attend (`attention_mask` 1, so padding is never taken; row-major, images
+/// in order) and marked `-k` again.
 fn restore_clamped_image_ids(
     file: &TensorFile,
     tokens: &mut Tokens,
@@ -82,12 +83,14 @@ fn restore_clamped_image_ids(
     if ids.iter().any(|&i| i < 0) {
         return Ok(());
     }
+    let mask = tokens.attention_mask.as_ref().map(|m| m.data.as_slice());
+    let free = |p: usize, ids: &[i64]| ids[p] == 0 && mask.is_none_or(|m| m[p] != 0);
     let t = tokens.input_ids.shape[1];
     let mut at = 0;
     for (k, &(h, w)) in crops_of(sizes).iter().enumerate() {
         let n = Phi3VImageProcessor::num_img_tokens((h * CROP, w * CROP));
         let start = (at..ids.len().saturating_sub(n - 1))
-            .find(|&s| s / t == (s + n - 1) / t && ids[s..s + n].iter().all(|&i| i == 0));
+            .find(|&s| s / t == (s + n - 1) / t && (s..s + n).all(|p| free(p, ids)));
         let Some(start) = start else {
             return Err(Error::tensor(
                 file.path(),

@@ -46,3 +46,45 @@ fn check(dir: &std::path::Path, names: &[&str]) {
         assert!(c.passed(), "{} off by {:e}", c.name, c.max_rel_err);
     }
 }
+
+/// A fixture saved after the remote code's in-place clamp (image ids turned to 0) still runs:
+/// the image positions are recovered, padding zeros of a text-only row are never taken.
+#[test]
+fn image_ids_clamped_to_zero_are_recovered() {
+    use lmms_core::tensor_file::{AnyTensor, TensorFile, write_any};
+    let src = fixture("phi3-v-batch");
+    let tmp = tempfile::tempdir().unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "expected.safetensors",
+        "meta.json",
+    ] {
+        std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
+    }
+    let inputs = TensorFile::open(src.join("inputs.safetensors")).unwrap();
+    let mut ids = inputs.i64("input_ids").unwrap();
+    assert!(ids.data.iter().any(|&i| i < 0));
+    ids.data.iter_mut().for_each(|i| *i = (*i).max(0));
+    let tensors = vec![
+        ("input_ids".to_string(), AnyTensor::I64(ids)),
+        (
+            "attention_mask".to_string(),
+            AnyTensor::I64(inputs.i64("attention_mask").unwrap()),
+        ),
+        (
+            "labels".to_string(),
+            AnyTensor::I64(inputs.i64("labels").unwrap()),
+        ),
+        (
+            "pixel_values".to_string(),
+            AnyTensor::F32(inputs.f32("pixel_values").unwrap()),
+        ),
+        (
+            "image_sizes".to_string(),
+            AnyTensor::I64(inputs.i64("image_sizes").unwrap()),
+        ),
+    ];
+    write_any(&tmp.path().join("inputs.safetensors"), &tensors).unwrap();
+    check(tmp.path(), &["logits", "loss"]);
+}
