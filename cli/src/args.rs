@@ -26,6 +26,13 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// Load a dynamic plugin (a shared library built with `lmms_core::declare_plugin!`);
+    /// repeatable. Plugins are also loaded from LMMS_PLUGIN_PATH (colon-separated files or
+    /// directories) and the plugins directory ($LMMS_HOME/plugins, else
+    /// ~/.local/share/lmms/plugins).
+    #[arg(long = "plugin", global = true, value_name = "PATH")]
+    pub plugins: Vec<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,6 +65,24 @@ pub enum Command {
     /// Work with datasets (`lmms data check`).
     #[command(subcommand)]
     Data(DataCommand),
+
+    /// Model-family plugins (`lmms plugins list`).
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Every registered family and where it came from: built-in, a static plugin linked into
+    /// this build, or a dynamic plugin (its library).
+    List(PluginsListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginsListArgs {
+    /// Print JSON (one array of objects) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 mod args;
 mod builtin;
 mod commands;
+mod plugins;
 mod train_args;
 
 use clap::Parser;
@@ -18,7 +19,9 @@ fn main() -> ExitCode {
     }
     let cli = args::Cli::parse();
     init_logging(cli.verbose, cli.quiet);
-    match commands::run(cli.command, cli.verbose) {
+    let result =
+        plugins::load_all(&cli.plugins).and_then(|()| commands::run(cli.command, cli.verbose));
+    match result {
         Ok(code) => code,
         Err(err) => {
             // `{:#}` prints the whole cause chain on one line: "cannot read x: No such file".

@@ -7,6 +7,7 @@
 //! - [`loader`], [`collator`], [`strategy`]: the three traits a family implements or uses:
 //!   load weights onto a device, turn samples into a batch, decide what trains and how.
 //! - [`data`]: the in-memory conversation sample every dataset format is parsed into.
+//! - [`plugin`]: the API of dynamic plugins (shared libraries loaded at run time).
 //! - [`backend`]: the burn backends `lmms` runs on (CPU by default, CUDA behind `cuda`).
 
 pub mod backend;
@@ -22,6 +23,7 @@ pub mod loader;
 pub mod model_dir;
 pub mod nn;
 pub mod parity;
+pub mod plugin;
 pub mod registry;
 pub mod runtime;
 pub mod strategy;

@@ -26,6 +26,22 @@ inventory::collect!(FamilyRegistration);
 pub enum Origin {
     /// Linked into this binary; `crate_name` registered it.
     Linked { crate_name: &'static str },
+    /// Loaded at run time from the dynamic plugin `plugin` (its package name) at `path`.
+    Dylib {
+        plugin: String,
+        path: std::path::PathBuf,
+    },
+}
+
+/// Families of the dynamic plugins loaded so far ([`crate::plugin::load`]).
+static LOADED: std::sync::Mutex<Vec<RegisteredFamily>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds a loaded plugin's families to what [`Registry::linked`] returns.
+pub(crate) fn add_loaded(families: Vec<RegisteredFamily>) {
+    LOADED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(families);
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,9 +63,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// All families registered by crates linked into this binary, sorted by family id.
+    /// All families registered by crates linked into this binary and by the dynamic plugins
+    /// loaded so far, sorted by family id.
     pub fn linked() -> Result<Self> {
-        let families = inventory::iter::<FamilyRegistration>
+        let mut families: Vec<RegisteredFamily> = inventory::iter::<FamilyRegistration>
             .into_iter()
             .map(|r| RegisteredFamily {
                 descriptor: r.descriptor,
@@ -58,6 +75,13 @@ impl Registry {
                 },
             })
             .collect();
+        families.extend(
+            LOADED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         Self::from_families(families)
     }
 

@@ -8,10 +8,11 @@ mod eval;
 mod inspect;
 mod merge;
 mod parity;
+mod plugins;
 mod supported_models;
 mod train;
 
-use crate::args::Command;
+use crate::args::{Command, PluginsCommand};
 use std::process::ExitCode;
 
 pub fn run(command: Command, verbose: u8) -> anyhow::Result<ExitCode> {
@@ -24,5 +25,6 @@ pub fn run(command: Command, verbose: u8) -> anyhow::Result<ExitCode> {
         Command::Chat(args) => chat::run(&args),
         Command::Configs(c) => configs::run(&c),
         Command::Data(args) => data::run(&args),
+        Command::Plugins(PluginsCommand::List(args)) => plugins::run(&args),
     }
 }
