@@ -385,4 +385,22 @@ pub struct ModelAndData {
     /// Longest sequence in tokens, as in training; longer samples are left out and listed.
     #[arg(long, value_name = "N")]
     pub model_max_length: Option<usize>,
+
+    /// Fewest pixels an image is resized to (Qwen2-VL / Qwen2.5-VL: `min_pixels` of the image
+    /// processor; other families ignore it) [default: the processor config's].
+    #[arg(long, value_name = "N")]
+    pub min_pixels: Option<usize>,
+
+    /// Most pixels an image is resized to: bounds the vision tokens, hence memory (Qwen2-VL /
+    /// Qwen2.5-VL; other families ignore it) [default: the processor config's].
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<usize>,
+
+    /// Fewest pixels of a video frame (Qwen2-VL / Qwen2.5-VL's video processor).
+    #[arg(long, value_name = "N")]
+    pub video_min_pixels: Option<usize>,
+
+    /// Most pixels of a video frame (Qwen2-VL / Qwen2.5-VL's video processor).
+    #[arg(long, value_name = "N")]
+    pub video_max_pixels: Option<usize>,
 }

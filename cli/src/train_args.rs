@@ -132,6 +132,24 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub model_max_length: Option<usize>,
 
+    /// Fewest pixels an image is resized to (Qwen2-VL / Qwen2.5-VL: `min_pixels` of the image
+    /// processor; other families ignore it) [default: the processor config's].
+    #[arg(long, value_name = "N")]
+    pub min_pixels: Option<usize>,
+
+    /// Most pixels an image is resized to: bounds the vision tokens, hence memory (Qwen2-VL /
+    /// Qwen2.5-VL; other families ignore it) [default: the processor config's].
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<usize>,
+
+    /// Fewest pixels of a video frame (Qwen2-VL / Qwen2.5-VL's video processor).
+    #[arg(long, value_name = "N")]
+    pub video_min_pixels: Option<usize>,
+
+    /// Most pixels of a video frame (Qwen2-VL / Qwen2.5-VL's video processor).
+    #[arg(long, value_name = "N")]
+    pub video_max_pixels: Option<usize>,
+
     /// Write a checkpoint every N steps.
     #[arg(long, value_name = "N")]
     pub save_steps: Option<u64>,
@@ -241,6 +259,10 @@ impl TrainArgs {
             weight_decay,
             max_grad_norm,
             model_max_length,
+            min_pixels,
+            max_pixels,
+            video_min_pixels,
+            video_max_pixels,
             save_steps,
             save_total_limit,
             eval_steps,

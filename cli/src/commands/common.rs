@@ -59,6 +59,10 @@ impl crate::args::ModelAndData {
     pub fn collate_options(&self) -> lmms_core::collator::CollateOptions {
         lmms_core::collator::CollateOptions {
             model_max_length: self.model_max_length,
+            min_pixels: self.min_pixels,
+            max_pixels: self.max_pixels,
+            video_min_pixels: self.video_min_pixels,
+            video_max_pixels: self.video_max_pixels,
             ..Default::default()
         }
     }

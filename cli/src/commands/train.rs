@@ -213,6 +213,10 @@ fn apply_training_flags(a: &TrainArgs, t: &mut RunConfig) {
     if a.model_max_length.is_some() {
         t.collate.model_max_length = a.model_max_length;
     }
+    t.collate.min_pixels = a.min_pixels;
+    t.collate.max_pixels = a.max_pixels;
+    t.collate.video_min_pixels = a.video_min_pixels;
+    t.collate.video_max_pixels = a.video_max_pixels;
     if a.save_steps.is_some() {
         t.save_steps = a.save_steps;
     }
