@@ -189,7 +189,7 @@ fn planned_family_models_are_refused_but_a_tokenizer_dir_works() {
             "--data",
             "example_data/llava_dataset.json",
             "--model",
-            "qwen2-vl-7b-instruct",
+            "llama-3.2-11b-vision-instruct",
         ])
         .assert()
         .failure()

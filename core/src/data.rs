@@ -33,6 +33,16 @@ impl SampleOrigin {
     pub fn error(&self, reason: impl Into<String>) -> Error {
         Error::sample(&self.file, self.index, reason)
     }
+
+    /// `<sample>: <what> <path>: <reason>` for a media file that failed (`what`: "image",
+    /// "video"); an I/O error's path is the media's own, so only its cause is kept.
+    pub fn media_error(&self, what: &str, path: &std::path::Path, e: &Error) -> Error {
+        let reason = match e {
+            Error::Io { source, .. } => source.to_string(),
+            other => other.with_causes(),
+        };
+        self.error(format!("{what} {}: {reason}", path.display()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

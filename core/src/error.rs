@@ -118,4 +118,17 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    /// The message with its causes on one line (an I/O error's reason, not only "cannot read
+    /// X").
+    pub fn with_causes(&self) -> String {
+        let mut s = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            s.push_str(": ");
+            s.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        s
+    }
 }

@@ -4,6 +4,7 @@
 
 use lmms_core::error::{Error, Result};
 use lmms_core::llm::TextConfig;
+use lmms_core::llm::config::check_heads;
 use lmms_core::nn::Activation;
 use lmms_core::nn::rope::RopeConfig;
 use serde::Deserialize;
@@ -78,25 +79,12 @@ impl InternLm2Config {
     pub fn from_value(v: &Value, path: &Path) -> Result<Self> {
         let mut c: InternLm2Config = serde_json::from_value(v.clone())
             .map_err(|e| Error::config(path, format!("bad InternLM2 config: {e}")))?;
-        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
-            return Err(Error::config(
-                path,
-                format!(
-                    "hidden_size {} is not a multiple of num_attention_heads {}",
-                    c.hidden_size, c.num_attention_heads
-                ),
-            ));
-        }
-        let kv = c.num_kv_heads();
-        if kv == 0 || !c.num_attention_heads.is_multiple_of(kv) {
-            return Err(Error::config(
-                path,
-                format!(
-                    "num_attention_heads {} is not a multiple of num_key_value_heads {kv}",
-                    c.num_attention_heads
-                ),
-            ));
-        }
+        check_heads(
+            path,
+            Some(c.hidden_size),
+            c.num_attention_heads,
+            c.num_kv_heads(),
+        )?;
         c.rope = Some(RopeConfig::from_hf(
             v,
             c.head_dim(),

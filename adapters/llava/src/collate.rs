@@ -115,18 +115,6 @@ enum Prepare {
     TooLong { length: usize, limit: usize },
 }
 
-/// An error's message with its causes (an I/O error's reason, not only "cannot read X").
-fn describe(e: &Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
-
 fn int_at(v: &Value, keys: &[&str]) -> Option<i64> {
     keys.iter().find_map(|k| v.get(*k).and_then(Value::as_i64))
 }
@@ -186,7 +174,7 @@ impl LlavaCollator {
                 Err("config.json's video_token_index is not a token id".to_string())
             }
             Ok(v) => Ok(v),
-            Err(e) => Err(describe(&e)),
+            Err(e) => Err(e.with_causes()),
         };
         let mut video_token = DEFAULT_VIDEO_TOKEN.to_string();
         if let (Some(id), Ok(_)) = (video_token_id, &videos) {
@@ -321,7 +309,7 @@ impl LlavaCollator {
             .iter()
             .map(|&s| self.images.num_tokens(s, in_multi))
             .collect::<Result<Vec<_>>>()
-            .map_err(|e| sample.origin.error(describe(&e)))?;
+            .map_err(|e| sample.origin.error(e.with_causes()))?;
         let id = self.image_token_id;
         let video = self
             .video_pipeline(sample)?
@@ -375,7 +363,7 @@ impl LlavaCollator {
         let images = sample
             .images
             .iter()
-            .map(|p| load_image(p).map_err(|e| image_error(sample, p, &e)))
+            .map(|p| load_image(p).map_err(|e| sample.origin.media_error("image", p, &e)))
             .collect::<Result<Vec<_>>>()?;
         let sizes: Vec<(usize, usize)> = images
             .iter()
@@ -399,7 +387,7 @@ impl LlavaCollator {
             .map(|(img, path)| {
                 self.images
                     .process(img, in_multi)
-                    .map_err(|e| image_error(sample, path, &e))
+                    .map_err(|e| sample.origin.media_error("image", path, &e))
             })
             .collect::<Result<Vec<_>>>()?;
         // Videos are decoded only for samples that are kept.
@@ -410,7 +398,7 @@ impl LlavaCollator {
                 .iter()
                 .map(|path| {
                     v.process(path)
-                        .map_err(|e| media_error(sample, "video", path, &e))
+                        .map_err(|e| sample.origin.media_error("video", path, &e))
                 })
                 .collect::<Result<Vec<_>>>()?,
         };
@@ -459,21 +447,6 @@ fn added_special_ids(tok: &TextTokenizer, probe: &str, dir: &Path) -> Result<(Ve
             )
         })?;
     Ok((with[..at].to_vec(), with[at + plain.len()..].to_vec()))
-}
-
-fn image_error(sample: &Sample, path: &Path, e: &Error) -> Error {
-    media_error(sample, "image", path, e)
-}
-
-/// `<sample>: <what> <path>: <reason>` (an I/O error's path is the media's own).
-fn media_error(sample: &Sample, what: &str, path: &Path, e: &Error) -> Error {
-    let reason = match e {
-        Error::Io { source, .. } => source.to_string(),
-        other => describe(other),
-    };
-    sample
-        .origin
-        .error(format!("{what} {}: {reason}", path.display()))
 }
 
 impl Collator for LlavaCollator {
@@ -539,7 +512,7 @@ impl Collator for LlavaCollator {
             sample
                 .images
                 .iter()
-                .map(|p| image_size(p).map_err(|e| image_error(sample, p, &e)))
+                .map(|p| image_size(p).map_err(|e| sample.origin.media_error("image", p, &e)))
                 .collect::<Result<Vec<_>>>()?
         } else {
             vec![(0, 0); sample.images.len()]

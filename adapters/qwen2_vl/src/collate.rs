@@ -98,18 +98,6 @@ enum Prepare {
     TooLong { length: usize, limit: usize },
 }
 
-/// An error's message with its causes.
-fn describe(e: &Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
-
 impl QwenVlCollator {
     /// Reads the tokenizer, the chat template (the model's, else the built-in `qwen2-vl`) and
     /// the image processor config of `dir`.
@@ -124,12 +112,12 @@ impl QwenVlCollator {
         };
         let images = Qwen2VlImageProcessor::from_model_dir(&root)?
             .with_pixels(options.min_pixels, options.max_pixels)
-            .map_err(|e| Error::config(root.join("preprocessor_config.json"), describe(&e)))?;
+            .map_err(|e| Error::config(root.join("preprocessor_config.json"), e.with_causes()))?;
         let videos = Qwen2VlVideoProcessor::from_model_dir(&root)?;
         let videos_source = videos.source.clone();
         let videos = videos
             .with_pixels(options.video_min_pixels, options.video_max_pixels)
-            .map_err(|e| Error::config(&videos_source, describe(&e)))?;
+            .map_err(|e| Error::config(&videos_source, e.with_causes()))?;
         if (
             videos.frames.patch_size,
             videos.frames.merge_size,
@@ -291,7 +279,7 @@ impl QwenVlCollator {
             .map(|(&(h, w), path)| {
                 self.images
                     .num_tokens(h, w)
-                    .map_err(|e| media_error(sample, path, &e))
+                    .map_err(|e| sample.origin.media_error("image", path, &e))
             })
             .collect()
     }
@@ -302,7 +290,7 @@ impl QwenVlCollator {
             .videos
             .iter()
             .map(|path| {
-                let info = probe(path).map_err(|e| video_error(sample, path, &describe(&e)))?;
+                let info = probe(path).map_err(|e| video_error(sample, path, &e.with_causes()))?;
                 let indices = self
                     .videos
                     .sample_indices(
@@ -329,7 +317,7 @@ impl QwenVlCollator {
             .map(|(v, path)| {
                 self.videos
                     .num_tokens(v.indices.len(), v.height, v.width)
-                    .map_err(|e| video_error(sample, path, &describe(&e)))
+                    .map_err(|e| video_error(sample, path, &e.with_causes()))
             })
             .collect()
     }
@@ -338,7 +326,7 @@ impl QwenVlCollator {
         let images = sample
             .images
             .iter()
-            .map(|p| load_image(p).map_err(|e| media_error(sample, p, &e)))
+            .map(|p| load_image(p).map_err(|e| sample.origin.media_error("image", p, &e)))
             .collect::<Result<Vec<_>>>()?;
         let sizes: Vec<(usize, usize)> = images
             .iter()
@@ -366,18 +354,18 @@ impl QwenVlCollator {
             .map(|(img, path)| {
                 self.images
                     .process(img)
-                    .map_err(|e| media_error(sample, path, &e))
+                    .map_err(|e| sample.origin.media_error("image", path, &e))
             })
             .collect::<Result<Vec<_>>>()?;
         let mut videos = Vec::with_capacity(plans.len());
         let mut seconds = Vec::with_capacity(plans.len());
         for (plan, path) in plans.iter().zip(&sample.videos) {
             let frames = read_frames_at(path, &plan.indices)
-                .map_err(|e| video_error(sample, path, &describe(&e)))?;
+                .map_err(|e| video_error(sample, path, &e.with_causes()))?;
             videos.push(
                 self.videos
                     .process(&frames)
-                    .map_err(|e| video_error(sample, path, &describe(&e)))?,
+                    .map_err(|e| video_error(sample, path, &e.with_causes()))?,
             );
             seconds.push(
                 self.videos
@@ -399,17 +387,6 @@ fn video_error(sample: &Sample, path: &Path, reason: &str) -> Error {
     sample
         .origin
         .error(format!("video {}: {reason}", path.display()))
-}
-
-/// `<sample>: image <path>: <reason>`.
-fn media_error(sample: &Sample, path: &Path, e: &Error) -> Error {
-    let reason = match e {
-        Error::Io { source, .. } => source.to_string(),
-        other => describe(other),
-    };
-    sample
-        .origin
-        .error(format!("image {}: {reason}", path.display()))
 }
 
 impl Collator for QwenVlCollator {
@@ -517,7 +494,7 @@ impl Collator for QwenVlCollator {
             .map(|p| {
                 load_image(p)
                     .map(|i| (i.height() as usize, i.width() as usize))
-                    .map_err(|e| media_error(sample, p, &e))
+                    .map_err(|e| sample.origin.media_error("image", p, &e))
             })
             .collect::<Result<Vec<_>>>()?;
         let plans = self.plan_videos(sample)?;

@@ -236,11 +236,11 @@ mod tests {
     fn nested_and_flat_configs_agree() {
         let p = Path::new("config.json");
         let nested = json!({"model_type": "qwen2_vl", "text_config": {
-            "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 5e4, "mrope_section": [2, 3, 3]}},
+            "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "num_hidden_layers": 2, "rope_parameters": {"rope_type": "default", "rope_theta": 5e4, "mrope_section": [2, 3, 3]}},
             "vision_config": {"embed_dim": 32, "num_heads": 2, "mlp_ratio": 4}});
         let flat = json!({"model_type": "qwen2_vl", "hidden_size": 64, "num_attention_heads": 4,
-            "num_hidden_layers": 2, "rope_theta": 5e4,
+            "num_key_value_heads": 2, "num_hidden_layers": 2, "rope_theta": 5e4,
             "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
             "vision_config": {"embed_dim": 32, "num_heads": 2, "mlp_ratio": 4, "in_chans": 3}});
         let a = QwenVlConfig::from_value(&nested, p).unwrap();
@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(a.vision.intermediate_size, 128);
         assert!(a.text.qkv_bias() && !a.text.o_bias());
         let bad = json!({"model_type": "qwen2_vl", "hidden_size": 64, "num_attention_heads": 4,
-            "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 1]}});
+            "num_key_value_heads": 2, "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 1]}});
         let err = QwenVlConfig::from_value(&bad, p).unwrap_err().to_string();
         assert!(
             err.contains("config.json") && err.contains("mrope_section"),

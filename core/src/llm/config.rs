@@ -59,6 +59,40 @@ fn class_defaults(model_type: &str) -> Option<Value> {
     })
 }
 
+/// Checks that attention heads split evenly: `hidden_size` (when the head size is derived from
+/// it) over the query heads, and the query heads over the key/value heads (GQA groups).
+pub fn check_heads(
+    path: &Path,
+    hidden_size: Option<usize>,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+) -> Result<()> {
+    if num_attention_heads == 0 {
+        return Err(Error::config(path, "num_attention_heads is 0"));
+    }
+    if let Some(hidden) = hidden_size
+        && !hidden.is_multiple_of(num_attention_heads)
+    {
+        return Err(Error::config(
+            path,
+            format!(
+                "hidden_size {hidden} is not a multiple of num_attention_heads \
+                 {num_attention_heads}"
+            ),
+        ));
+    }
+    if num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
+        return Err(Error::config(
+            path,
+            format!(
+                "num_attention_heads {num_attention_heads} is not a multiple of \
+                 num_key_value_heads {num_key_value_heads}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl TextConfig {
     /// Parses a text config object; `path` names the file in errors.
     pub fn from_value(v: &Value, path: &Path) -> Result<Self> {
@@ -83,6 +117,8 @@ impl TextConfig {
         obj.insert("model_type".into(), json!(model_type));
         let mut c: TextConfig = serde_json::from_value(merged)
             .map_err(|e| Error::config(path, format!("bad text config: {e}")))?;
+        let derived = c.head_dim.is_none().then_some(c.hidden_size);
+        check_heads(path, derived, c.num_attention_heads, c.num_kv_heads())?;
         c.rope = Some(RopeConfig::from_hf(
             v,
             c.head_dim(),
@@ -142,7 +178,8 @@ mod tests {
         assert_eq!(c.num_kv_heads(), 32);
         assert_eq!(c.head_dim(), 128);
         let q = TextConfig::from_value(
-            &json!({"model_type": "qwen2", "hidden_size": 896, "num_attention_heads": 14}),
+            &json!({"model_type": "qwen2", "hidden_size": 896, "num_attention_heads": 14,
+                    "num_key_value_heads": 2}),
             Path::new("c.json"),
         )
         .unwrap();
@@ -151,5 +188,12 @@ mod tests {
         let err = TextConfig::from_value(&json!({"model_type": "gpt2"}), Path::new("c.json"))
             .unwrap_err();
         assert!(err.to_string().contains("c.json") && err.to_string().contains("gpt2"));
+        // Qwen2's class default of 32 kv heads does not divide 14 query heads.
+        let err = TextConfig::from_value(
+            &json!({"model_type": "qwen2", "hidden_size": 896, "num_attention_heads": 14}),
+            Path::new("c.json"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("num_key_value_heads 32"), "{err}");
     }
 }
