@@ -250,3 +250,114 @@ fn a_panicking_registration_is_an_error_not_a_crash() {
             "registration panicked: LMMS_EXAMPLE_DYLIB_PANIC is set",
         ));
 }
+
+/// A trainable model of the plugin's family: the tiny LLaVA of `example_data` (tokenizer, chat
+/// template, image processor) with a single linear projector (its first MLP layer) and the
+/// plugin's architecture.
+fn linear_llava_dir(dir: &Path) {
+    use lmms_core::tensor_file::{HostTensor, TensorFile, write_f32};
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../example_data/tiny-llava");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name != "model.safetensors" && name != "config.json" {
+            std::fs::copy(&path, dir.join(&name)).unwrap();
+        }
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["architectures"] = serde_json::json!(["LinearProjectorLlavaForConditionalGeneration"]);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let weights = TensorFile::open(src.join("model.safetensors")).unwrap();
+    let mut tensors: Vec<(String, HostTensor<f32>)> = vec![];
+    for name in weights.names() {
+        let t = weights.f32(&name).unwrap();
+        match name.as_str() {
+            "multi_modal_projector.linear_1.weight" => {
+                tensors.push(("multi_modal_projector.weight".into(), t))
+            }
+            "multi_modal_projector.linear_1.bias" => {
+                tensors.push(("multi_modal_projector.bias".into(), t))
+            }
+            n if n.starts_with("multi_modal_projector.") => {}
+            _ => tensors.push((name, t)),
+        }
+    }
+    write_f32(&dir.join("model.safetensors"), &tensors).unwrap();
+}
+
+/// The plugin's family trains (LoRA, loss falls) and evaluates through the real binary.
+#[test]
+fn the_plugin_family_trains_and_evaluates() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let model = work.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    linear_llava_dir(&model);
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../example_data/llava_dataset.json");
+    let run = work.path().join("run");
+    let out = lmms(home.path())
+        .arg("--plugin")
+        .arg(example())
+        .arg("train")
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output-dir")
+        .arg(&run)
+        .args([
+            "--use-lora",
+            "--lora-dropout",
+            "0",
+            "--learning-rate",
+            "3e-2",
+            "--max-steps",
+            "12",
+            "--batch-size",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let losses: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["split"] == "train")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 12);
+    assert!(losses[11] < losses[0], "{losses:?}");
+    assert!(run.join("adapter_model.safetensors").is_file());
+
+    lmms(home.path())
+        .arg("--plugin")
+        .arg(example())
+        .arg("eval")
+        .arg("--model")
+        .arg(&model)
+        .arg("--adapter")
+        .arg(&run)
+        .arg("--data")
+        .arg(&data)
+        .args(["--json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"loss\""));
+    // Without the plugin the model is not one lmms knows.
+    lmms(home.path())
+        .arg("train")
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output-dir")
+        .arg(work.path().join("run2"))
+        .assert()
+        .failure();
+}
