@@ -1,4 +1,18 @@
-//! Qwen-VL-Chat (`QWenLMHeadModel`, hub remote code `modeling_qwen.py` / `visual.py`): QWen LLM with the ViT-bigG and its 256-query cross-attention resampler.
+//! Qwen-VL-Chat (`QWenLMHeadModel`, hub remote code `modeling_qwen.py` / `visual.py`): QWen LLM
+//! (the shared decoder with [`lmms_core::llm::LlmNames::QWEN`], stepwise NTK RoPE and
+//! log-scaled attention) with the ViT-bigG and its 256-query cross-attention resampler, whose
+//! features replace the positions inside each `<img>...</img>` span.
+
+pub mod collate;
+pub mod config;
+pub mod family;
+pub mod model;
+pub mod visual;
+
+pub use collate::QwenVlCollator;
+pub use config::QwenVlConfig;
+pub use family::{QwenVlFamily, QwenVlInputs};
+pub use model::QwenVl;
 
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
@@ -10,10 +24,10 @@ pub static QWEN_VL: FamilyDescriptor = FamilyDescriptor {
     models: &[ModelEntry::new("qwen-vl-chat", "Qwen/Qwen-VL-Chat")],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
     strategies: &[S::Full, S::Lora, S::VisionFull, S::VisionLora],
-    status: Status::Planned {
-        note: "model code and HF parity not landed yet",
+    status: Status::ParityOnly {
+        note: "model matches the remote code; the collator (qwen.tiktoken, <img> spans) has not landed",
     },
     crate_name: env!("CARGO_PKG_NAME"),
-    runtime: None,
+    runtime: Some(&QwenVlFamily),
 };
 lmms_core::register_family!(QWEN_VL);

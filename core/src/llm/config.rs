@@ -139,7 +139,8 @@ impl TextConfig {
 
     /// Qwen2 has biases on q/k/v only; Llama's `attention_bias` covers all four.
     pub fn qkv_bias(&self) -> bool {
-        self.model_type == "qwen2" || self.attention_bias
+        // Qwen2's q/k/v and QWen's (Qwen-VL) `c_attn` always carry a bias.
+        matches!(self.model_type.as_str(), "qwen2" | "qwen") || self.attention_bias
     }
 
     pub fn o_bias(&self) -> bool {

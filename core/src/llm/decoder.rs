@@ -18,10 +18,16 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-/// Checkpoint names of a decoder's modules (the layers are `model.layers.N`, the final norm
-/// `model.norm` in every layout).
+/// Checkpoint names of a decoder's modules (`model.layers.N` and `model.norm` for every family
+/// but QWen's `transformer.h.N` and `transformer.ln_f`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LlmNames {
+    /// The decoder's module (`model`), holding the embedding, the layers and the final norm.
+    pub model: &'static str,
+    /// The layer list under `model` (`layers`).
+    pub layers: &'static str,
+    /// The final norm under `model` (`norm`).
+    pub norm: &'static str,
     /// Under `model.`.
     pub embed_tokens: &'static str,
     /// At the root, next to `model`.
@@ -41,6 +47,9 @@ pub struct LlmNames {
 impl LlmNames {
     /// Llama, Mistral, Qwen2.
     pub const LLAMA: LlmNames = LlmNames {
+        model: "model",
+        layers: "layers",
+        norm: "norm",
         embed_tokens: "embed_tokens",
         lm_head: "lm_head",
         self_attn: "self_attn",
@@ -55,6 +64,9 @@ impl LlmNames {
 
     /// InternLM2 (`modeling_internlm2.py`): grouped fused `wqkv`.
     pub const INTERNLM2: LlmNames = LlmNames {
+        model: "model",
+        layers: "layers",
+        norm: "norm",
         embed_tokens: "tok_embeddings",
         lm_head: "output",
         self_attn: "attention",
@@ -70,6 +82,9 @@ impl LlmNames {
     /// Phi-3 (`modeling_phi3.py`, Phi-3-V's `modeling_phi3_v.py`): fused `qkv_proj` (all q
     /// heads, then k, then v) and `gate_up_proj` (gate half, then up half).
     pub const PHI3: LlmNames = LlmNames {
+        model: "model",
+        layers: "layers",
+        norm: "norm",
         embed_tokens: "embed_tokens",
         lm_head: "lm_head",
         self_attn: "self_attn",
@@ -82,6 +97,24 @@ impl LlmNames {
         },
         input_layernorm: "input_layernorm",
         post_attention_layernorm: "post_attention_layernorm",
+    };
+
+    /// QWen (Qwen-VL-Chat's `modeling_qwen.py`): `transformer.{wte,h.N,ln_f}`, a contiguous
+    /// q|k|v `c_attn` and `mlp.c_proj(w1(x) * silu(w2(x)))` (so `w2` is the gate).
+    pub const QWEN: LlmNames = LlmNames {
+        model: "transformer",
+        layers: "h",
+        norm: "ln_f",
+        embed_tokens: "wte",
+        lm_head: "lm_head",
+        self_attn: "attn",
+        qkv: QkvLayout::Concat { name: "c_attn" },
+        o_proj: "c_proj",
+        mlp: "mlp",
+        mlp_proj: ["w2", "w1", "c_proj"],
+        mlp_layout: MlpLayout::Separate,
+        input_layernorm: "ln_1",
+        post_attention_layernorm: "ln_2",
     };
 }
 
@@ -155,10 +188,24 @@ impl<B: Backend> DecoderLayer<B> {
         rope: (&Tensor<B, 3>, &Tensor<B, 3>),
         mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
+        self.forward_scaled(x, rope, mask, None)
+    }
+
+    /// [`Self::forward`] with a per-position query scale (see [`Attention::forward_scaled`]).
+    pub fn forward_scaled(
+        &self,
+        x: Tensor<B, 3>,
+        rope: (&Tensor<B, 3>, &Tensor<B, 3>),
+        mask: &AttentionMask<B>,
+        query_scale: Option<&Tensor<B, 4>>,
+    ) -> Tensor<B, 3> {
         let h = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), Some(rope), mask);
+            + self.self_attn.forward_scaled(
+                self.input_layernorm.forward(x),
+                Some(rope),
+                mask,
+                query_scale,
+            );
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -195,9 +242,9 @@ impl<B: Backend> CausalLm<B> {
         plan: &PartPlan<'_>,
         device: &B::Device,
     ) -> Result<Self> {
-        let m = vars.pp("model");
+        let m = vars.pp(n.model);
         let layers = (0..c.num_hidden_layers)
-            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), c, n, plan, device))
+            .map(|i| DecoderLayer::load(&m.pp(n.layers).pp(i), c, n, plan, device))
             .collect::<Result<Vec<_>>>()?;
         // Some tied checkpoints still store the head's weight; only the embedding is used then.
         let head_weight = format!("{}.weight", n.lm_head);
@@ -226,7 +273,7 @@ impl<B: Backend> CausalLm<B> {
             )?,
             layers,
             norm: RmsNorm::load(
-                &m.pp("norm"),
+                &m.pp(n.norm),
                 c.hidden_size,
                 c.rms_norm_eps,
                 plan.trainable,
@@ -264,6 +311,19 @@ impl<B: Backend> CausalLm<B> {
         sin: Tensor<B, 3>,
         attention_mask: Option<&[i64]>,
     ) -> Tensor<B, 3> {
+        self.forward_embeds_scaled(embeds, cos, sin, attention_mask, None)
+    }
+
+    /// [`Self::forward_embeds_rope`] with the queries of every layer multiplied by a
+    /// per-position `query_scale` `[1, 1, T, 1]` after RoPE (QWen's log-scaled attention).
+    pub fn forward_embeds_scaled(
+        &self,
+        embeds: Tensor<B, 3>,
+        cos: Tensor<B, 3>,
+        sin: Tensor<B, 3>,
+        attention_mask: Option<&[i64]>,
+        query_scale: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 3> {
         let [b, t, _] = embeds.dims();
         let device = embeds.device();
         let dtype = embeds.dtype();
@@ -275,7 +335,7 @@ impl<B: Backend> CausalLm<B> {
         }
         let mut h = embeds;
         for layer in &self.layers {
-            h = layer.forward(h, (&cos, &sin), &mask);
+            h = layer.forward_scaled(h, (&cos, &sin), &mask, query_scale.as_ref());
         }
         let h = self.norm.forward(h);
         match &self.lm_head {

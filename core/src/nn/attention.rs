@@ -244,12 +244,28 @@ impl<B: Backend> Attention<B> {
         rope: Option<(&Tensor<B, 3>, &Tensor<B, 3>)>,
         mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
+        self.forward_scaled(x, rope, mask, None)
+    }
+
+    /// [`Self::forward`] with the queries multiplied, after RoPE, by a per-position factor
+    /// `query_scale` `[1, 1, T, 1]` (QWen's log-scaled attention, [`logn_query_scale`]).
+    pub fn forward_scaled(
+        &self,
+        x: Tensor<B, 3>,
+        rope: Option<(&Tensor<B, 3>, &Tensor<B, 3>)>,
+        mask: &AttentionMask<B>,
+        query_scale: Option<&Tensor<B, 4>>,
+    ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (q, k, v) = self.project(x);
         let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         if let Some((cos, sin)) = rope {
             q = apply_rotary(q, cos, sin);
             k = apply_rotary(k, cos, sin);
+        }
+        if let Some(s) = query_scale {
+            let dtype = q.dtype();
+            q = q * s.clone().cast(dtype);
         }
         let k = repeat_kv(k, self.num_heads / self.num_kv_heads);
         let v = repeat_kv(v, self.num_heads / self.num_kv_heads);
@@ -294,6 +310,34 @@ impl<B: Backend> Attention<B> {
         out.push(&self.o_proj);
         out
     }
+}
+
+/// QWen's log-scaled attention (`use_logn_attn` in `modeling_qwen.py`): the query at 0-based
+/// position `p` is multiplied by `log(p + 1) / log(seq_length)` once `p + 1 > seq_length`, which
+/// keeps attention entropy steady past the trained context. `[1, 1, T, 1]`, `None` when no
+/// position of a `seq`-token sequence is past `seq_length`.
+pub fn logn_query_scale<B: Backend>(
+    seq: usize,
+    seq_length: usize,
+    device: &B::Device,
+) -> Option<Tensor<B, 4>> {
+    if seq <= seq_length {
+        return None;
+    }
+    let base = (seq_length as f64).ln();
+    let scale: Vec<f32> = (1..=seq)
+        .map(|i| {
+            if i > seq_length {
+                ((i as f64).ln() / base) as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    Some(Tensor::from_data(
+        TensorData::new(scale, [1, 1, seq, 1]),
+        device,
+    ))
 }
 
 /// `[B, KV, T, D]` -> `[B, KV * n, T, D]`, each kv head repeated for its `n` query heads.

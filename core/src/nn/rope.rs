@@ -21,6 +21,12 @@ pub enum RopeScaling {
     Dynamic {
         factor: f64,
     },
+    /// QWen's (Qwen-VL-Chat `modeling_qwen.py`, `use_dynamic_ntk`) NTK: for a sequence of `L`
+    /// tokens the base becomes `theta * alpha ** (dim / (dim - 2))` with
+    /// `alpha = max(2 ** ceil(log2(L / seq_length) + 1) - 1, 1)`, so it changes in steps.
+    NtkAlpha {
+        seq_length: usize,
+    },
     /// Llama 3.1's frequency-band scaling.
     Llama3 {
         factor: f64,
@@ -126,12 +132,15 @@ impl RopeConfig {
     /// transformers computes them.
     pub fn inv_freq(&self, seq_len: usize) -> Vec<f32> {
         let dim = self.dim;
-        let base = match &self.scaling {
-            &RopeScaling::Dynamic { factor } if seq_len > self.max_position_embeddings => {
+        let base = match self.scaling {
+            RopeScaling::Dynamic { factor } if seq_len > self.max_position_embeddings => {
                 let max = self.max_position_embeddings as f64;
                 self.theta
                     * ((factor * seq_len as f64 / max) - (factor - 1.0))
                         .powf(dim as f64 / (dim as f64 - 2.0))
+            }
+            RopeScaling::NtkAlpha { seq_length } => {
+                self.theta * ntk_alpha(seq_len, seq_length).powf(dim as f64 / (dim as f64 - 2.0))
             }
             _ => self.theta,
         };
@@ -185,6 +194,14 @@ impl RopeConfig {
             _ => inv,
         }
     }
+}
+
+/// QWen's `ntk_alpha` for a sequence of `seq_len` tokens: `math.log(seq_len / seq_length, 2)`
+/// (a quotient of natural logs, as Python computes it) plus one, rounded up to a power of two,
+/// minus one, at least 1.
+pub fn ntk_alpha(seq_len: usize, seq_length: usize) -> f64 {
+    let context = (seq_len as f64 / seq_length as f64).ln() / 2f64.ln() + 1.0;
+    (2f64.powf(context.ceil()) - 1.0).max(1.0)
 }
 
 /// su / longrope settings: the factor lists (one per frequency), the pretrained context
@@ -329,6 +346,24 @@ mod tests {
                 .to_string()
                 .contains("`su2` is not supported")
         );
+    }
+
+    #[test]
+    fn qwen_ntk_alpha_steps() {
+        assert_eq!(ntk_alpha(1, 2048), 1.0);
+        assert_eq!(ntk_alpha(2048, 2048), 1.0);
+        assert_eq!(ntk_alpha(2049, 2048), 3.0);
+        assert_eq!(ntk_alpha(4096, 2048), 3.0);
+        assert_eq!(ntk_alpha(4097, 2048), 7.0);
+        let r = RopeConfig {
+            theta: 10000.0,
+            dim: 4,
+            max_position_embeddings: 8192,
+            scaling: RopeScaling::NtkAlpha { seq_length: 8 },
+        };
+        assert_eq!(r.inv_freq(8), vec![1.0, 1.0 / 100.0]);
+        let base = 10000.0 * 3f64.powf(2.0);
+        assert_eq!(r.inv_freq(9)[1], 1.0 / (base as f32).powf(0.5));
     }
 
     /// Phi-3-vision-128k's `su`: short factors up to `original_max_position_embeddings`,
