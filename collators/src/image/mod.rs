@@ -41,6 +41,7 @@ mod llava_onevision;
 pub mod phi3_v;
 pub mod qwen2_vl;
 pub mod qwen2_vl_video;
+pub mod xcomposer2;
 mod resample;
 mod siglip;
 mod tokens;

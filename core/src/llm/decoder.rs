@@ -208,6 +208,28 @@ impl<B: Backend> DecoderLayer<B> {
             );
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
+
+    /// [`Self::forward`] where the linears' partial adapters (XComposer2's PLoRA) update the
+    /// rows `row_mask` (`[B, T, 1]`, 0/1) selects.
+    pub fn forward_masked(
+        &self,
+        x: Tensor<B, 3>,
+        rope: (&Tensor<B, 3>, &Tensor<B, 3>),
+        mask: &AttentionMask<B>,
+        row_mask: Option<&Tensor<B, 3>>,
+    ) -> Tensor<B, 3> {
+        let h = x.clone()
+            + self.self_attn.forward_masked(
+                self.input_layernorm.forward(x),
+                Some(rope),
+                mask,
+                row_mask,
+            );
+        h.clone()
+            + self
+                .mlp
+                .forward_masked(self.post_attention_layernorm.forward(h), row_mask)
+    }
 }
 
 #[derive(Module, Debug)]
@@ -336,6 +358,39 @@ impl<B: Backend> CausalLm<B> {
         let mut h = embeds;
         for layer in &self.layers {
             h = layer.forward_scaled(h, (&cos, &sin), &mask, query_scale.as_ref());
+        }
+        let h = self.norm.forward(h);
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
+        }
+    }
+
+    /// [`Self::forward_embeds`] where the layers' partial adapters (XComposer2's PLoRA) update
+    /// the rows `row_mask` (`[B, T]` host data, nonzero = selected) selects.
+    pub fn forward_embeds_masked(
+        &self,
+        embeds: Tensor<B, 3>,
+        positions: &[i64],
+        attention_mask: Option<&[i64]>,
+        row_mask: &[i64],
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = embeds.dims();
+        let device = embeds.device();
+        let dtype = embeds.dtype();
+        let (cos, sin) = self.rope.cos_sin::<B>(positions, b, t, &device);
+        let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
+        let rows: Vec<f32> = row_mask.iter().map(|&m| f32::from(u8::from(m != 0))).collect();
+        let rows =
+            Tensor::<B, 3>::from_data(burn::tensor::TensorData::new(rows, [b, t, 1]), &device);
+        let mut mask = AttentionMask::causal(attention_mask, self.window, b, t, &device);
+        mask.bias = mask.bias.map(|m| m.cast(dtype));
+        if let Some(first) = self.layers.first() {
+            mask = mask.for_heads(first.self_attn.num_heads);
+        }
+        let mut h = embeds;
+        for layer in &self.layers {
+            h = layer.forward_masked(h, (&cos, &sin), &mask, Some(&rows));
         }
         let h = self.norm.forward(h);
         match &self.lm_head {

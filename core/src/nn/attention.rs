@@ -256,8 +256,32 @@ impl<B: Backend> Attention<B> {
         mask: &AttentionMask<B>,
         query_scale: Option<&Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
+        self.forward_with(x, rope, mask, query_scale, None)
+    }
+
+    /// [`Self::forward`] where the projections' partial adapters (XComposer2's PLoRA) update
+    /// the rows `row_mask` (`[B, T, 1]`, 0/1) selects.
+    pub fn forward_masked(
+        &self,
+        x: Tensor<B, 3>,
+        rope: Option<(&Tensor<B, 3>, &Tensor<B, 3>)>,
+        mask: &AttentionMask<B>,
+        row_mask: Option<&Tensor<B, 3>>,
+    ) -> Tensor<B, 3> {
+        self.forward_with(x, rope, mask, None, row_mask)
+    }
+
+    /// The forward with every option: a query scale and a row mask for partial adapters.
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 3>,
+        rope: Option<(&Tensor<B, 3>, &Tensor<B, 3>)>,
+        mask: &AttentionMask<B>,
+        query_scale: Option<&Tensor<B, 4>>,
+        row_mask: Option<&Tensor<B, 3>>,
+    ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
-        let (q, k, v) = self.project(x);
+        let (q, k, v) = self.project_masked(x, row_mask);
         let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         if let Some((cos, sin)) = rope {
             q = apply_rotary(q, cos, sin);
@@ -282,22 +306,35 @@ impl<B: Backend> Attention<B> {
         let y = y
             .swap_dims(1, 2)
             .reshape([b, t, self.num_heads * self.head_dim]);
-        self.o_proj.forward(y)
+        self.o_proj.forward_masked(y, row_mask)
     }
 }
 
 impl<B: Backend> Attention<B> {
     /// q `[B, T, H, D]`, k and v `[B, T, KV, D]`.
     pub fn project(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        self.project_masked(x, None)
+    }
+
+    /// [`Self::project`] with the partial adapters' updates on the rows `row_mask` selects.
+    pub fn project_masked(
+        &self,
+        x: Tensor<B, 3>,
+        row_mask: Option<&Tensor<B, 3>>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, t, _] = x.dims();
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         match &self.qkv {
             QkvProj::Separate(p) => (
-                p.q_proj.forward(x.clone()).reshape([b, t, h, d]),
-                p.k_proj.forward(x.clone()).reshape([b, t, kv, d]),
-                p.v_proj.forward(x).reshape([b, t, kv, d]),
+                p.q_proj
+                    .forward_masked(x.clone(), row_mask)
+                    .reshape([b, t, h, d]),
+                p.k_proj
+                    .forward_masked(x.clone(), row_mask)
+                    .reshape([b, t, kv, d]),
+                p.v_proj.forward_masked(x, row_mask).reshape([b, t, kv, d]),
             ),
-            QkvProj::Fused(l) => self.layout.split(l.forward(x), h, kv, d),
+            QkvProj::Fused(l) => self.layout.split(l.forward_masked(x, row_mask), h, kv, d),
         }
     }
 

@@ -1,9 +1,12 @@
 //! `nn.Linear` with an optional LoRA adapter. The weight is held `[in, out]` (transposed from
 //! PyTorch at load time) so the forward is one matmul; under QLoRA a frozen weight is held
-//! 4-bit instead ([`Q4Weight`], PyTorch layout) and dequantized inside the forward.
+//! 4-bit instead ([`Q4Weight`], PyTorch layout) and dequantized inside the forward. A layer may
+//! also carry a partial adapter ([`PartialLora`], XComposer2's PLoRA) whose update only the
+//! rows of a mask get ([`Linear::forward_masked`]).
 
 use crate::error::Result;
 use crate::nn::lora::LoraAdapter;
+use crate::nn::partial_lora::PartialLora;
 use crate::nn::plan::PartPlan;
 use crate::nn::quant::Q4Weight;
 use crate::weights::Vars;
@@ -19,6 +22,8 @@ pub struct Linear<B: Backend> {
     pub quantized: Option<Q4Weight<B>>,
     pub bias: Option<Param<Tensor<B, 1>>>,
     pub lora: Option<LoraAdapter<B>>,
+    /// A partial adapter of the base model (PLoRA), applied to masked rows only.
+    pub partial: Option<PartialLora<B>>,
     /// The module path in the checkpoint (`language_model.model.layers.0.self_attn.q_proj`):
     /// LoRA targeting and PEFT export name modules by it.
     #[module(skip)]
@@ -56,11 +61,18 @@ impl<B: Backend> Linear<B> {
         } else {
             None
         };
+        let partial = match plan.partial.filter(|p| p.targets(vars.prefix())) {
+            Some(spec) => Some(PartialLora::load(
+                vars, &spec, d_in, d_out, trainable, device,
+            )?),
+            None => None,
+        };
         Ok(Linear {
             weight,
             quantized,
             bias,
             lora: plan.lora_for(vars.prefix(), d_in, d_out, device)?,
+            partial,
             path: vars.prefix().to_string(),
         })
     }
@@ -96,6 +108,18 @@ impl<B: Backend> Linear<B> {
     pub fn with_lora(mut self, lora: LoraAdapter<B>) -> Self {
         self.lora = Some(lora);
         self
+    }
+
+    /// [`Self::forward`] plus the partial adapter's update on the rows `row_mask` (`[B, T, 1]`,
+    /// 0/1) selects; without a mask or a partial adapter it is [`Self::forward`].
+    pub fn forward_masked(&self, x: Tensor<B, 3>, row_mask: Option<&Tensor<B, 3>>) -> Tensor<B, 3> {
+        match (&self.partial, row_mask) {
+            (Some(p), Some(mask)) => {
+                let delta = p.delta(x.clone(), mask);
+                self.forward(x) + delta
+            }
+            _ => self.forward(x),
+        }
     }
 
     /// Under mixed precision a trained layer keeps f32 weights while activations are bf16: the

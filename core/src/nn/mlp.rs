@@ -102,6 +102,29 @@ impl<B: Backend> GatedMlp<B> {
         })
     }
 
+    /// [`Self::forward`] where the projections' partial adapters (PLoRA) update the rows
+    /// `row_mask` (`[B, T, 1]`, 0/1) selects.
+    pub fn forward_masked(&self, x: Tensor<B, 3>, row_mask: Option<&Tensor<B, 3>>) -> Tensor<B, 3> {
+        if row_mask.is_none() {
+            return self.forward(x);
+        }
+        let h = match &self.up_proj {
+            Some(up_proj) => {
+                let gate = self
+                    .act
+                    .forward(self.gate_proj.forward_masked(x.clone(), row_mask));
+                gate * up_proj.forward_masked(x, row_mask)
+            }
+            None => {
+                let mut halves = self.gate_proj.forward_masked(x, row_mask).chunk(2, 2);
+                let up = halves.pop().expect("two halves");
+                let gate = halves.pop().expect("two halves");
+                self.act.forward(gate) * up
+            }
+        };
+        self.down_proj.forward_masked(h, row_mask)
+    }
+
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match &self.up_proj {
             Some(up_proj) => {

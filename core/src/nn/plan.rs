@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::nn::lora::{LoraAdapter, LoraInit};
+use crate::nn::partial_lora::PartialLoraSpec;
 use crate::nn::quant::QuantSpec;
 use crate::strategy::{LoraConfig, PartStrategy, TargetModules};
 use crate::weights::{KeyRules, WeightStore};
@@ -158,6 +159,9 @@ pub struct PartPlan<'a> {
     pub runtime_name: Option<&'a (dyn Fn(&str) -> String + Sync)>,
     /// QLoRA: frozen linear weights (except the LM head) are held quantized.
     pub quant: Option<QuantSpec>,
+    /// Linears that carry a partial adapter of the base model (XComposer2's PLoRA); set by the
+    /// family for its LLM, never by a strategy.
+    pub partial: Option<PartialLoraSpec>,
 }
 
 impl<'a> PartPlan<'a> {
@@ -168,6 +172,7 @@ impl<'a> PartPlan<'a> {
         registry: None,
         runtime_name: None,
         quant: None,
+        partial: None,
     };
 
     pub fn from_strategy(s: &'a PartStrategy, registry: &'a LoraRegistry) -> Self {
@@ -184,6 +189,7 @@ impl<'a> PartPlan<'a> {
                 }),
                 _ => None,
             },
+            partial: None,
         }
     }
 
@@ -196,6 +202,7 @@ impl<'a> PartPlan<'a> {
             registry: Some(registry),
             runtime_name: None,
             quant: None,
+            partial: None,
         }
     }
 

@@ -86,7 +86,8 @@ pub struct VisionTransformer<B: Backend> {
     pub position_embedding: Param<Tensor<B, 2>>,
     pub pre_layrnorm: Option<LayerNorm<B>>,
     pub layers: Vec<EncoderLayer<B>>,
-    pub post_layernorm: LayerNorm<B>,
+    /// Unused by the VLMs (they read hidden states); absent from XComposer2's checkpoint.
+    pub post_layernorm: Option<LayerNorm<B>>,
     #[module(skip)]
     pub patch_size: usize,
     #[module(skip)]
@@ -149,13 +150,17 @@ impl<B: Backend> VisionTransformer<B> {
             layers: (0..c.num_hidden_layers)
                 .map(|i| EncoderLayer::load(&vars.pp("encoder.layers").pp(i), c, plan, device))
                 .collect::<Result<_>>()?,
-            post_layernorm: LayerNorm::load(
-                &vars.pp("post_layernorm"),
-                h,
-                eps,
-                plan.trainable,
-                device,
-            )?,
+            post_layernorm: if vars.pp("post_layernorm").exists() {
+                Some(LayerNorm::load(
+                    &vars.pp("post_layernorm"),
+                    h,
+                    eps,
+                    plan.trainable,
+                    device,
+                )?)
+            } else {
+                None
+            },
             patch_size: p,
             channels: ch,
         })
