@@ -1,5 +1,6 @@
-//! `lmms chat` with a vision-language model: the tiny LLaVA answers about an image given with
-//! `--image` (the prompt grows by the image's tokens), and bad input is refused with a message.
+//! `lmms chat` with vision-language models: the tiny LLaVA and Qwen2-VL answer about an image
+//! given with `--image` (the prompt grows by the image's tokens), a conversation goes on over
+//! several messages, and bad input is refused with a message.
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
@@ -9,11 +10,15 @@ fn root() -> PathBuf {
 }
 
 fn chat(extra: &[&str]) -> std::process::Output {
+    chat_with("tiny-llava", extra)
+}
+
+fn chat_with(model: &str, extra: &[&str]) -> std::process::Output {
     Command::cargo_bin("lmms")
         .unwrap()
         .arg("chat")
         .arg("--model")
-        .arg(root().join("example_data/tiny-llava"))
+        .arg(root().join("example_data").join(model))
         .args(["--max-new-tokens", "6"])
         .args(extra)
         .output()
@@ -60,4 +65,30 @@ fn a_missing_image_is_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no/such.png"), "{err}");
+}
+
+#[test]
+fn qwen2_vl_answers_about_an_image_over_two_turns() {
+    let image = root().join("example_data/images/cat.png");
+    let out = chat_with(
+        "tiny-qwen2-vl",
+        &[
+            "--image",
+            image.to_str().unwrap(),
+            "-m",
+            "What is this?",
+            "-m",
+            "And the colour?",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("assistant: ").count(), 2, "{stdout}");
+    let text_only = chat_with("tiny-qwen2-vl", &["-m", "What is this?"]);
+    assert!(text_only.status.success());
+    assert!(prompt_tokens(&out) > prompt_tokens(&text_only));
 }

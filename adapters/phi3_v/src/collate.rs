@@ -47,6 +47,7 @@ pub struct Phi3VCollator {
     bos_id: u32,
     pad_id: u32,
     max_length: usize,
+    stop_ids: Vec<u32>,
 }
 
 impl std::fmt::Debug for Phi3VCollator {
@@ -93,9 +94,12 @@ impl Phi3VCollator {
         let max_length = options
             .model_max_length
             .unwrap_or(config.max_position_embeddings);
-        Ok(Self::with_parts(
+        let stop_ids = tokenizer.stop_ids(Some(&dir.root));
+        let mut collator = Self::with_parts(
             tokenizer, template, processor, bos_id, pad_id, max_length, options,
-        ))
+        );
+        collator.stop_ids = stop_ids;
+        Ok(collator)
     }
 
     /// A collator from its parts (tests, or a template chosen by the caller).
@@ -127,6 +131,7 @@ impl Phi3VCollator {
             },
             ..EncodeOptions::default()
         };
+        let stop_ids = tokenizer.stop_ids(None);
         Phi3VCollator {
             tokenizer,
             template,
@@ -135,6 +140,7 @@ impl Phi3VCollator {
             bos_id,
             pad_id,
             max_length,
+            stop_ids,
         }
     }
 
@@ -201,14 +207,14 @@ impl Phi3VCollator {
         (ids, labels)
     }
 
-    fn prepare(&self, sample: &Sample) -> Result<Option<Prepared>> {
+    fn prepare(&self, sample: &Sample, options: &EncodeOptions) -> Result<Option<Prepared>> {
         let mut images = Vec::with_capacity(sample.images.len());
         for path in &sample.images {
             let img = load_image(path).map_err(|e| sample.origin.error(e.to_string()))?;
             images.push(self.processor.process(&img));
         }
         let counts: Vec<usize> = images.iter().map(|i| i.num_img_tokens).collect();
-        match self.encode(sample, &counts, &self.encode)? {
+        match self.encode(sample, &counts, options)? {
             EncodeOutcome::Encoded(e) => {
                 let (ids, labels) = self.finish(e);
                 Ok(Some(Prepared {
@@ -229,7 +235,7 @@ impl Collator for Phi3VCollator {
         let mut kept: Vec<Prepared> = Vec::with_capacity(samples.len());
         let mut skipped = Vec::new();
         for sample in samples {
-            match self.prepare(sample)? {
+            match self.prepare(sample, &self.encode)? {
                 Some(p) => kept.push(p),
                 None => skipped.push(Skipped {
                     origin: sample.origin.clone(),
@@ -244,6 +250,55 @@ impl Collator for Phi3VCollator {
         if kept.is_empty() {
             return Ok((None, skipped));
         }
+        Ok((Some(self.assemble(kept)), skipped))
+    }
+
+    fn prompt(&self, conversation: &Sample) -> Result<Phi3VInputs> {
+        let options = EncodeOptions {
+            generation_prompt: true,
+            max_length: None,
+            ..self.encode.clone()
+        };
+        let prepared = self
+            .prepare(conversation, &options)?
+            .expect("no length limit");
+        Ok(self.assemble(vec![prepared]))
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids)
+    }
+
+    fn stop_ids(&self) -> Vec<u32> {
+        self.stop_ids.clone()
+    }
+
+    fn num_tokens(&self, sample: &Sample) -> Result<usize> {
+        // Token counts need only each image's size (read from its header).
+        let mut counts = Vec::with_capacity(sample.images.len());
+        for path in &sample.images {
+            let (w, h) = image::image_dimensions(path).map_err(|e| {
+                sample
+                    .origin
+                    .error(format!("{}: not a readable image: {e}", path.display()))
+            })?;
+            let size = self.processor.hd_size(w as usize, h as usize);
+            counts.push(Phi3VImageProcessor::num_img_tokens(size));
+        }
+        let unlimited = EncodeOptions {
+            max_length: None,
+            ..self.encode.clone()
+        };
+        match self.encode(sample, &counts, &unlimited)? {
+            EncodeOutcome::Encoded(e) => Ok(e.len() + 1),
+            EncodeOutcome::TooLong { length, .. } => Ok(length + 1),
+        }
+    }
+}
+
+impl Phi3VCollator {
+    /// One batch: right-padded ids (mask 0, labels -100) and the images' crops in slots.
+    fn assemble(&self, kept: Vec<Prepared>) -> Phi3VInputs {
         // Right padding to the longest sample (mask 0, labels -100).
         let len = kept.iter().map(|p| p.ids.len()).max().unwrap_or(0);
         let (mut input_ids, mut attention_mask, mut labels) = (vec![], vec![], vec![]);
@@ -293,35 +348,10 @@ impl Collator for Phi3VCollator {
                 }),
             )
         };
-        Ok((
-            Some(Phi3VInputs {
-                tokens,
-                pixel_values,
-                image_sizes,
-            }),
-            skipped,
-        ))
-    }
-
-    fn num_tokens(&self, sample: &Sample) -> Result<usize> {
-        // Token counts need only each image's size (read from its header).
-        let mut counts = Vec::with_capacity(sample.images.len());
-        for path in &sample.images {
-            let (w, h) = image::image_dimensions(path).map_err(|e| {
-                sample
-                    .origin
-                    .error(format!("{}: not a readable image: {e}", path.display()))
-            })?;
-            let size = self.processor.hd_size(w as usize, h as usize);
-            counts.push(Phi3VImageProcessor::num_img_tokens(size));
-        }
-        let unlimited = EncodeOptions {
-            max_length: None,
-            ..self.encode.clone()
-        };
-        match self.encode(sample, &counts, &unlimited)? {
-            EncodeOutcome::Encoded(e) => Ok(e.len() + 1),
-            EncodeOutcome::TooLong { length, .. } => Ok(length + 1),
+        Phi3VInputs {
+            tokens,
+            pixel_values,
+            image_sizes,
         }
     }
 }

@@ -214,6 +214,10 @@ impl FamilyModel for Phi3VFamily {
         &inputs.tokens
     }
 
+    fn tokens_mut<'a>(&self, inputs: &'a mut Phi3VInputs) -> Option<&'a mut Tokens> {
+        Some(&mut inputs.tokens)
+    }
+
     fn forward<B: Backend>(
         &self,
         model: &Phi3V<B>,

@@ -225,3 +225,48 @@ fn qlora_vision_lora_and_full_training_reduce_the_loss() {
     assert!(saved.contains("model.vision_embed_tokens.glb_GN"));
     assert!(saved.contains("model.layers.1.mlp.gate_up_proj.weight"));
 }
+
+/// Generation (what `lmms chat` runs): the prompt holds the image's tokens and the assistant
+/// header; greedy decoding is deterministic.
+#[test]
+fn generates_a_reply_to_an_image_prompt() {
+    use lmms_core::collator::CollateOptions;
+    use lmms_core::generate::{GenerateOptions, conversation};
+    let d = tempfile::tempdir().unwrap();
+    tiny_model(d.path());
+    let dir = ModelDir::open(d.path()).unwrap();
+    let family: &dyn DynFamily = &Phi3VFamily;
+    let mut generator = family
+        .generator(&dir, None, &CollateOptions::default(), DeviceSpec::Cpu)
+        .unwrap();
+    let image = fixture().join("image.png");
+    let ask = |text: &str, images: &[PathBuf]| {
+        conversation(None, &[(Role::User, text.to_string())], images)
+    };
+    let options = GenerateOptions {
+        max_new_tokens: 5,
+        ..Default::default()
+    };
+    let mut streamed = String::new();
+    let with_image = generator
+        .generate(
+            &ask("<image>\nWhat is this?", std::slice::from_ref(&image)),
+            &options,
+            &mut |piece| streamed.push_str(piece),
+        )
+        .unwrap();
+    let text_only = generator
+        .generate(&ask("What is this?", &[]), &options, &mut |_| {})
+        .unwrap();
+    // 757 image tokens (the shared image's count) plus the text.
+    assert!(with_image.prompt_tokens > text_only.prompt_tokens + 700);
+    assert_eq!(streamed, with_image.text);
+    let again = generator
+        .generate(
+            &ask("<image>\nWhat is this?", std::slice::from_ref(&image)),
+            &options,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(again.ids, with_image.ids);
+}

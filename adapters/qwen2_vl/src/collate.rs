@@ -251,7 +251,13 @@ impl QwenVlCollator {
         self.pad_id
     }
 
-    fn encode(&self, sample: &Sample, counts: &[usize], video_counts: &[usize]) -> Result<Encoded> {
+    fn encode(
+        &self,
+        sample: &Sample,
+        counts: &[usize],
+        video_counts: &[usize],
+        options: &EncodeOptions,
+    ) -> Result<Encoded> {
         let (image, video) = (self.image_token_id, self.video_token_id);
         let mut expand = |kind: MediaKind, index: usize| {
             Ok(match kind {
@@ -263,7 +269,7 @@ impl QwenVlCollator {
             &self.tokenizer,
             &self.template,
             sample,
-            &self.encode,
+            options,
             &mut expand,
         )?;
         let EncodeOutcome::Encoded(e) = outcome else {
@@ -322,7 +328,7 @@ impl QwenVlCollator {
             .collect()
     }
 
-    fn prepare(&self, sample: &Sample) -> Result<Prepare> {
+    fn prepare(&self, sample: &Sample, options: &EncodeOptions) -> Result<Prepare> {
         let images = sample
             .images
             .iter()
@@ -337,6 +343,7 @@ impl QwenVlCollator {
             sample,
             &self.counts(sample, &sizes)?,
             &self.video_counts(sample, &plans)?,
+            options,
         )?;
         let (length, limit) = (encoded.len(), self.max_length);
         if length > limit {
@@ -396,7 +403,7 @@ impl Collator for QwenVlCollator {
         let mut kept = Vec::with_capacity(samples.len());
         let mut skipped = Vec::new();
         for sample in samples {
-            match self.prepare(sample)? {
+            match self.prepare(sample, &self.encode)? {
                 Prepare::Ready(p) => kept.push(p),
                 Prepare::TooLong { length, limit } => skipped.push(Skipped {
                     origin: sample.origin.clone(),
@@ -407,6 +414,52 @@ impl Collator for QwenVlCollator {
         if kept.is_empty() {
             return Ok((None, skipped));
         }
+        Ok((Some(self.assemble(kept)), skipped))
+    }
+
+    fn prompt(&self, conversation: &Sample) -> Result<QwenVlInputs> {
+        let options = EncodeOptions {
+            generation_prompt: true,
+            ..self.encode.clone()
+        };
+        match self.prepare(conversation, &options)? {
+            Prepare::Ready(p) => Ok(self.assemble(vec![p])),
+            Prepare::TooLong { length, limit } => Err(conversation.origin.error(format!(
+                "the conversation is {length} tokens (media included), over the model's limit \
+                 of {limit}"
+            ))),
+        }
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids)
+    }
+
+    fn stop_ids(&self) -> Vec<u32> {
+        self.tokenizer.stop_ids(Some(&self.dir))
+    }
+
+    fn num_tokens(&self, sample: &Sample) -> Result<usize> {
+        let sizes = sample
+            .images
+            .iter()
+            .map(|p| {
+                load_image(p)
+                    .map(|i| (i.height() as usize, i.width() as usize))
+                    .map_err(|e| sample.origin.media_error("image", p, &e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let plans = self.plan_videos(sample)?;
+        let videos = self.video_counts(sample, &plans)?;
+        Ok(self
+            .encode(sample, &self.counts(sample, &sizes)?, &videos, &self.encode)?
+            .len())
+    }
+}
+
+impl QwenVlCollator {
+    /// One batch of prepared samples: right-padded ids, the images' and videos' patches and grids.
+    fn assemble(&self, kept: Vec<Prepared>) -> QwenVlInputs {
         let encoded: Vec<&Encoded> = kept.iter().map(|p| &p.encoded).collect();
         let padded = pad_batch(&encoded, self.pad_id);
         let (mut pixels, mut grids) = (Vec::new(), Vec::new());
@@ -474,33 +527,13 @@ impl Collator for QwenVlCollator {
                 data: padded.labels,
             }),
         };
-        Ok((
-            Some(QwenVlInputs {
-                tokens,
-                pixel_values,
-                image_grid_thw,
-                pixel_values_videos,
-                video_grid_thw,
-                second_per_grid_ts,
-            }),
-            skipped,
-        ))
-    }
-
-    fn num_tokens(&self, sample: &Sample) -> Result<usize> {
-        let sizes = sample
-            .images
-            .iter()
-            .map(|p| {
-                load_image(p)
-                    .map(|i| (i.height() as usize, i.width() as usize))
-                    .map_err(|e| sample.origin.media_error("image", p, &e))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let plans = self.plan_videos(sample)?;
-        let videos = self.video_counts(sample, &plans)?;
-        Ok(self
-            .encode(sample, &self.counts(sample, &sizes)?, &videos)?
-            .len())
+        QwenVlInputs {
+            tokens,
+            pixel_values,
+            image_grid_thw,
+            pixel_values_videos,
+            video_grid_thw,
+            second_per_grid_ts,
+        }
     }
 }

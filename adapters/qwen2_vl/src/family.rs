@@ -171,6 +171,10 @@ impl FamilyModel for QwenVlFamily {
         &inputs.tokens
     }
 
+    fn tokens_mut<'a>(&self, inputs: &'a mut QwenVlInputs) -> Option<&'a mut Tokens> {
+        Some(&mut inputs.tokens)
+    }
+
     fn forward<B: Backend>(
         &self,
         model: &QwenVl<B>,
