@@ -15,4 +15,5 @@ pub mod image;
 pub mod sentencepiece;
 pub mod template;
 pub mod text;
+pub mod tiktoken;
 pub mod video;

@@ -59,6 +59,9 @@ impl TextTokenizer {
         let tokenizer = if path.is_file() {
             tokenizers::Tokenizer::from_file(&path)
                 .map_err(|e| Error::config(&path, format!("cannot load the tokenizer: {e}")))?
+        } else if dir.join("qwen.tiktoken").is_file() {
+            // Qwen(-VL)'s tiktoken vocabulary, converted to a byte-level BPE.
+            crate::tiktoken::tokenizer_from_file(&dir.join("qwen.tiktoken"))?
         } else if spm.is_file() {
             // Only the slow tokenizer ships (InternLM2, older Llama): convert it as
             // transformers would when asked for a fast one.
