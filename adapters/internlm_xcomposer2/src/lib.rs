@@ -26,9 +26,7 @@ pub static INTERNLM_XCOMPOSER2: FamilyDescriptor = FamilyDescriptor {
     )],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
     strategies: &[S::Full, S::Lora, S::VisionFull],
-    status: Status::Planned {
-        note: "parity passes; training not checked yet",
-    },
+    status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),
     runtime: Some(&XComposer2Family),
 };
