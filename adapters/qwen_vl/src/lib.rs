@@ -24,9 +24,7 @@ pub static QWEN_VL: FamilyDescriptor = FamilyDescriptor {
     models: &[ModelEntry::new("qwen-vl-chat", "Qwen/Qwen-VL-Chat")],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
     strategies: &[S::Full, S::Lora, S::VisionFull, S::VisionLora],
-    status: Status::ParityOnly {
-        note: "model matches the remote code; the collator (qwen.tiktoken, <img> spans) has not landed",
-    },
+    status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),
     runtime: Some(&QwenVlFamily),
 };

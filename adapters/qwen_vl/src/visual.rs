@@ -159,7 +159,7 @@ impl<B: Backend> Resampler<B> {
         let proj = |input: Tensor<B, 3>, i: usize| {
             let rows = input.dims()[1];
             let wi = w.clone().slice([0..e, i * e..(i + 1) * e]);
-            let bi = bias.clone().slice([i * e..(i + 1) * e]);
+            let bi = bias.clone().narrow(0, i * e, e);
             (input.matmul(wi.unsqueeze::<3>()) + bi.unsqueeze::<3>())
                 .reshape([n, rows, self.heads, e / self.heads])
                 .swap_dims(1, 2)

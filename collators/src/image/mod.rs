@@ -40,6 +40,7 @@ mod llava_next;
 mod llava_onevision;
 pub mod phi3_v;
 pub mod qwen2_vl;
+pub mod qwen_vl;
 pub mod qwen2_vl_video;
 pub mod xcomposer2;
 mod resample;
