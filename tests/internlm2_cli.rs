@@ -121,7 +121,7 @@ fn identity_qlora_merge_and_chat() {
                 "--lora-dropout",
                 "0",
                 "--learning-rate",
-                "1e-2",
+                "2e-2",
                 "--epochs",
                 "8",
                 "--batch-size",
@@ -131,8 +131,9 @@ fn identity_qlora_merge_and_chat() {
     assert!(trained.contains("trained 120 steps"), "{trained}");
     let l = losses(&run.join("metrics.jsonl"));
     let (first, last) = (l[0], l[l.len() - 1]);
-    assert!(last < first * 0.1, "loss {first} -> {last}");
-    // The adapter is PEFT's, on InternLM2's fused and MLP linears.
+    // The answers vary (several templates per question), so the loss settles well above 0.
+    assert!(last < first * 0.3, "loss {first} -> {last}");
+    // The adapter is PEFT's, on InternLM2's fused attention and MLP linears.
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("adapter_config.json")).unwrap())
             .unwrap();
@@ -140,6 +141,8 @@ fn identity_qlora_merge_and_chat() {
     for m in ["wqkv", "wo", "w1", "w2", "w3"] {
         assert!(targets.contains(m), "{targets}");
     }
+    // `all-linear` leaves the LM head (InternLM2's `output`) alone, as PEFT does.
+    assert!(!targets.contains("output"), "{targets}");
 
     // The adapter on the base answers with the new identity, and so does the merged model.
     let with_adapter = answer(&tiny(), Some(&run), question);

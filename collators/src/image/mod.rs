@@ -40,13 +40,13 @@ mod llava_next;
 mod llava_onevision;
 pub mod phi3_v;
 pub mod qwen2_vl;
-pub mod qwen_vl;
 pub mod qwen2_vl_video;
-pub mod xcomposer2;
+pub mod qwen_vl;
 mod resample;
 mod siglip;
 mod tokens;
 mod transforms;
+pub mod xcomposer2;
 
 pub use anyres::{AnyresBatch, AnyresImage, patch_output_size, select_best_resolution};
 pub use base::{

@@ -281,7 +281,7 @@ impl<B: Backend> CausalLm<B> {
                 c.hidden_size,
                 c.vocab_size,
                 false,
-                plan,
+                &plan.for_output_head(),
                 device,
             )?)
         };
@@ -380,7 +380,10 @@ impl<B: Backend> CausalLm<B> {
         let dtype = embeds.dtype();
         let (cos, sin) = self.rope.cos_sin::<B>(positions, b, t, &device);
         let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
-        let rows: Vec<f32> = row_mask.iter().map(|&m| f32::from(u8::from(m != 0))).collect();
+        let rows: Vec<f32> = row_mask
+            .iter()
+            .map(|&m| f32::from(u8::from(m != 0)))
+            .collect();
         let rows =
             Tensor::<B, 3>::from_data(burn::tensor::TensorData::new(rows, [b, t, 1]), &device);
         let mut mask = AttentionMask::causal(attention_mask, self.window, b, t, &device);

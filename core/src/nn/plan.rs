@@ -120,11 +120,6 @@ pub fn lora_config_from_peft(cfg: &serde_json::Value, path: &Path) -> Result<Lor
     })
 }
 
-/// The LM head: PEFT's `all-linear` and bitsandbytes' quantization leave it alone.
-fn is_output_head(path: &str) -> bool {
-    path.ends_with("lm_head")
-}
-
 /// One LoRA layer of a built model: its checkpoint module path and its two parameters.
 #[derive(Debug, Clone)]
 pub struct LoraEntry {
@@ -162,6 +157,9 @@ pub struct PartPlan<'a> {
     /// Linears that carry a partial adapter of the base model (XComposer2's PLoRA); set by the
     /// family for its LLM, never by a strategy.
     pub partial: Option<PartialLoraSpec>,
+    /// The plan of the LM head (whatever the checkpoint calls it: `lm_head`, InternLM2's
+    /// `output`): PEFT's `all-linear` and bitsandbytes' quantization leave it alone.
+    pub output_head: bool,
 }
 
 impl<'a> PartPlan<'a> {
@@ -173,6 +171,7 @@ impl<'a> PartPlan<'a> {
         runtime_name: None,
         quant: None,
         partial: None,
+        output_head: false,
     };
 
     pub fn from_strategy(s: &'a PartStrategy, registry: &'a LoraRegistry) -> Self {
@@ -190,6 +189,7 @@ impl<'a> PartPlan<'a> {
                 _ => None,
             },
             partial: None,
+            output_head: false,
         }
     }
 
@@ -203,7 +203,20 @@ impl<'a> PartPlan<'a> {
             runtime_name: None,
             quant: None,
             partial: None,
+            output_head: false,
         }
+    }
+
+    /// This plan for the LM head.
+    pub fn for_output_head(&self) -> Self {
+        PartPlan {
+            output_head: true,
+            ..*self
+        }
+    }
+
+    fn is_output_head(&self, path: &str) -> bool {
+        self.output_head || path.ends_with("lm_head")
     }
 
     pub fn with_runtime_names(mut self, f: &'a (dyn Fn(&str) -> String + Sync)) -> Self {
@@ -215,7 +228,7 @@ impl<'a> PartPlan<'a> {
     /// except the LM head (bitsandbytes leaves the output layer unquantized too).
     pub fn quant_for(&self, path: &str) -> Option<QuantSpec> {
         self.quant
-            .filter(|_| !self.trainable && !is_output_head(path))
+            .filter(|_| !self.trainable && !self.is_output_head(path))
     }
 
     /// The LoRA adapter for the linear layer at `path`, if this plan targets it.
@@ -231,7 +244,7 @@ impl<'a> PartPlan<'a> {
         };
         let targeted = match &config.target_modules {
             // PEFT's "all-linear" leaves the output layer alone.
-            TargetModules::AllLinear => !is_output_head(path),
+            TargetModules::AllLinear => !self.is_output_head(path),
             t => {
                 t.matches(path)?
                     || match self.runtime_name {
