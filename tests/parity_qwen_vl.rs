@@ -30,3 +30,10 @@ fn parity(name: &str, grads: Option<&str>) {
 fn qwen_vl() {
     parity("qwen-vl", None);
 }
+
+/// `seq_length` 128 under a 275-token batch: dynamic NTK (`ntk_alpha` 3) and log-scaled queries
+/// are active; LoRA on the LLM with its gradients.
+#[test]
+fn qwen_vl_past_seq_length_with_lora() {
+    parity("qwen-vl-long", Some("lora.grad (20 tensors"));
+}
