@@ -102,6 +102,24 @@ impl Tokens {
         (0..self.batch()).flat_map(|_| 0..t).collect()
     }
 
+    /// `input_ids`, `attention_mask` and `labels` under HF's forward-argument names (the fixture
+    /// format), the start of every family's `inputs_to_tensors`.
+    pub fn to_tensors(&self) -> Vec<(String, AnyTensor)> {
+        let mut out = vec![(
+            "input_ids".to_string(),
+            AnyTensor::I64(self.input_ids.clone()),
+        )];
+        for (name, v) in [
+            ("attention_mask", &self.attention_mask),
+            ("labels", &self.labels),
+        ] {
+            if let Some(v) = v {
+                out.push((name.to_string(), AnyTensor::I64(v.clone())));
+            }
+        }
+        out
+    }
+
     /// Appends `id` to every row (a real token, not trained).
     pub fn push(&mut self, id: i64) {
         let (b, t) = (self.batch(), self.seq());

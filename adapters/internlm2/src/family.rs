@@ -58,13 +58,7 @@ impl FamilyModel for InternLm2Family {
     }
 
     fn inputs_to_tensors(&self, t: &Tokens) -> Vec<(String, AnyTensor)> {
-        let mut out = vec![("input_ids".to_string(), AnyTensor::I64(t.input_ids.clone()))];
-        for (name, v) in [("attention_mask", &t.attention_mask), ("labels", &t.labels)] {
-            if let Some(v) = v {
-                out.push((name.to_string(), AnyTensor::I64(v.clone())));
-            }
-        }
-        out
+        t.to_tensors()
     }
 
     fn read_inputs(&self, file: &TensorFile) -> Result<Tokens> {

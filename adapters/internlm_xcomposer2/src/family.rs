@@ -94,12 +94,8 @@ impl FamilyModel for XComposer2Family {
 
     fn inputs_to_tensors(&self, inputs: &XComposer2Inputs) -> Vec<(String, AnyTensor)> {
         let t = &inputs.tokens;
-        let mut out = vec![("input_ids".to_string(), AnyTensor::I64(t.input_ids.clone()))];
-        for (name, v) in [
-            ("attention_mask", &t.attention_mask),
-            ("labels", &t.labels),
-            ("im_mask", &inputs.im_mask),
-        ] {
+        let mut out = t.to_tensors();
+        for (name, v) in [("im_mask", &inputs.im_mask)] {
             if let Some(v) = v {
                 out.push((name.to_string(), AnyTensor::I64(v.clone())));
             }

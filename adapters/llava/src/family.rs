@@ -279,12 +279,7 @@ impl FamilyModel for LlavaFamily {
 
     fn inputs_to_tensors(&self, inputs: &LlavaInputs) -> Vec<(String, AnyTensor)> {
         let t = &inputs.tokens;
-        let mut out = vec![("input_ids".to_string(), AnyTensor::I64(t.input_ids.clone()))];
-        for (name, v) in [("attention_mask", &t.attention_mask), ("labels", &t.labels)] {
-            if let Some(v) = v {
-                out.push((name.to_string(), AnyTensor::I64(v.clone())));
-            }
-        }
+        let mut out = t.to_tensors();
         for (name, v) in [
             ("pixel_values", &inputs.pixel_values),
             ("pixel_values_videos", &inputs.pixel_values_videos),

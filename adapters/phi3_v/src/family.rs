@@ -158,12 +158,7 @@ impl FamilyModel for Phi3VFamily {
 
     fn inputs_to_tensors(&self, inputs: &Phi3VInputs) -> Vec<(String, AnyTensor)> {
         let t = &inputs.tokens;
-        let mut out = vec![("input_ids".to_string(), AnyTensor::I64(t.input_ids.clone()))];
-        for (name, v) in [("attention_mask", &t.attention_mask), ("labels", &t.labels)] {
-            if let Some(v) = v {
-                out.push((name.to_string(), AnyTensor::I64(v.clone())));
-            }
-        }
+        let mut out = t.to_tensors();
         if let Some(p) = &inputs.pixel_values {
             out.push(("pixel_values".to_string(), AnyTensor::F32(p.clone())));
         }

@@ -133,10 +133,8 @@ impl FamilyModel for QwenVlFamily {
 
     fn inputs_to_tensors(&self, inputs: &QwenVlInputs) -> Vec<(String, AnyTensor)> {
         let t = &inputs.tokens;
-        let mut out = vec![("input_ids".to_string(), AnyTensor::I64(t.input_ids.clone()))];
+        let mut out = t.to_tensors();
         for (name, v) in [
-            ("attention_mask", &t.attention_mask),
-            ("labels", &t.labels),
             ("image_grid_thw", &inputs.image_grid_thw),
             ("video_grid_thw", &inputs.video_grid_thw),
         ] {

@@ -86,12 +86,7 @@ impl FamilyModel for QwenVlFamily {
 
     fn inputs_to_tensors(&self, inputs: &QwenVlInputs) -> Vec<(String, AnyTensor)> {
         let t = &inputs.tokens;
-        let mut out = vec![("input_ids".to_string(), AnyTensor::I64(t.input_ids.clone()))];
-        for (name, v) in [("attention_mask", &t.attention_mask), ("labels", &t.labels)] {
-            if let Some(v) = v {
-                out.push((name.to_string(), AnyTensor::I64(v.clone())));
-            }
-        }
+        let mut out = t.to_tensors();
         if let Some(p) = &inputs.images {
             out.push(("images".to_string(), AnyTensor::F32(p.clone())));
         }
