@@ -11,7 +11,6 @@
 //! right-padded to its longest sample (pad id from the tokenizer, else `config.json`'s
 //! `pad_token_id`, else EOS; attention mask 0, labels -100).
 
-use crate::config::InternLm2Config;
 use lmms_collators::template::{ChatTemplate, ContentStyle};
 use lmms_collators::text::{
     self, EncodeOptions, EncodeOutcome, Encoded, LabelMode, TextTokenizer, encode_conversation,
@@ -20,6 +19,7 @@ use lmms_collators::text::{
 use lmms_core::collator::{CollateOptions, Collator, OverLength, Skipped};
 use lmms_core::data::Sample;
 use lmms_core::error::Result;
+use lmms_core::llm::internlm2::InternLm2Config;
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::Tokens;
 use lmms_core::tensor_file::HostTensor;

@@ -2,11 +2,11 @@
 //! ([`LlmNames::INTERNLM2`]), checkpoint names as the hub's remote code saves them.
 
 use crate::collate::InternLm2Collator;
-use crate::config::InternLm2Config;
 use lmms_core::burn::tensor::Tensor;
 use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::collator::CollateOptions;
 use lmms_core::error::Result;
+use lmms_core::llm::internlm2::InternLm2Config;
 use lmms_core::llm::{CausalLm, LlmNames};
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};

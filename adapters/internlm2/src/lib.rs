@@ -4,12 +4,11 @@
 //! workflow's base model.
 
 pub mod collate;
-pub mod config;
 pub mod family;
 
 pub use collate::InternLm2Collator;
-pub use config::InternLm2Config;
 pub use family::InternLm2Family;
+pub use lmms_core::llm::internlm2::InternLm2Config;
 
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 

@@ -98,7 +98,7 @@ impl XComposer2Collator {
             .map_err(|e| Error::config(&tok_path, format!("tokenizer failed: {e}")))?;
         let pad_id = tokenizer
             .pad_id()
-            .or_else(|| config.pad_token_id.and_then(|i| u32::try_from(i).ok()))
+            .or_else(|| config.llm.pad_token_id.and_then(|i| u32::try_from(i).ok()))
             .unwrap_or(eos_id);
         Ok(XComposer2Collator {
             bos_id: tokenizer.token_id("<s>"),

@@ -1,8 +1,10 @@
 //! The Llama-style decoder LLMs that most families use as their language model (Llama/Vicuna,
-//! Mistral, Qwen2): config, decoder layers, and the causal LM head.
+//! Mistral, Qwen2, and with other module names InternLM2, Phi-3, QWen): config, decoder layers,
+//! and the causal LM head.
 
 pub mod config;
 pub mod decoder;
+pub mod internlm2;
 pub mod loss;
 
 pub use config::TextConfig;

@@ -1,12 +1,13 @@
 //! `InternLM2Config` (`configuration_internlm2.py` of the hub's remote code): field names are
 //! the `config.json` keys, defaults the class defaults. The decoder is Llama-shaped, so the
-//! config becomes a [`TextConfig`] for the shared decoder.
+//! config becomes a [`TextConfig`] for the shared decoder. InternLM2-chat and
+//! InternLM-XComposer2 (whose `config.json` is this plus its vision keys) both read it.
 
-use lmms_core::error::{Error, Result};
-use lmms_core::llm::TextConfig;
-use lmms_core::llm::config::check_heads;
-use lmms_core::nn::Activation;
-use lmms_core::nn::rope::RopeConfig;
+use crate::error::{Error, Result};
+use crate::llm::TextConfig;
+use crate::llm::config::check_heads;
+use crate::nn::Activation;
+use crate::nn::rope::RopeConfig;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -43,7 +44,7 @@ pub struct InternLm2Config {
 
 /// The class defaults of `InternLM2Config`.
 mod d {
-    use lmms_core::nn::Activation;
+    use crate::nn::Activation;
     pub fn vocab_size() -> usize {
         103168
     }
@@ -129,7 +130,7 @@ impl InternLm2Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lmms_core::nn::RopeScaling;
+    use crate::nn::RopeScaling;
     use serde_json::json;
 
     #[test]
