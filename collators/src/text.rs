@@ -23,13 +23,14 @@
 
 use crate::template::{ChatTemplate, ContentStyle, Message, SpecialTokens, sample_messages};
 use lmms_core::data::{Role, Sample};
+use lmms_core::runtime::Tokens;
 use lmms_core::{Error, Result};
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
 
 /// The label of a token that does not train.
-pub const IGNORE_INDEX: i64 = -100;
+pub use lmms_core::llm::loss::IGNORE_INDEX;
 
 /// A `tokenizer.json` tokenizer with its special tokens.
 pub struct TextTokenizer {
@@ -582,38 +583,16 @@ fn common_prefix_len(a: &str, b: &str) -> usize {
     a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
 }
 
-/// A batch padded to its longest sequence (right padding): ids, attention mask and labels,
-/// row-major `[batch, len]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PaddedBatch {
-    pub batch: usize,
-    pub len: usize,
-    pub input_ids: Vec<i64>,
-    pub attention_mask: Vec<i64>,
-    pub labels: Vec<i64>,
-}
-
-/// Pads `encoded` to the longest one with `pad_id` (labels -100, mask 0).
-pub fn pad_batch(encoded: &[&Encoded], pad_id: u32) -> PaddedBatch {
-    let len = encoded.iter().map(|e| e.len()).max().unwrap_or(0);
-    let n = encoded.len() * len;
-    let mut out = PaddedBatch {
-        batch: encoded.len(),
-        len,
-        input_ids: Vec::with_capacity(n),
-        attention_mask: Vec::with_capacity(n),
-        labels: Vec::with_capacity(n),
-    };
-    for e in encoded {
-        let pad = len - e.len();
-        out.input_ids
-            .extend(e.input_ids.iter().map(|&i| i64::from(i)));
-        out.input_ids
-            .extend(std::iter::repeat_n(i64::from(pad_id), pad));
-        out.attention_mask.extend(std::iter::repeat_n(1, e.len()));
-        out.attention_mask.extend(std::iter::repeat_n(0, pad));
-        out.labels.extend_from_slice(&e.labels);
-        out.labels.extend(std::iter::repeat_n(IGNORE_INDEX, pad));
-    }
-    out
+/// `encoded` right-padded to the longest with `pad_id` (labels -100, mask 0), as a batch.
+pub fn pad_batch(encoded: &[&Encoded], pad_id: u32) -> Tokens {
+    let ids: Vec<Vec<i64>> = encoded
+        .iter()
+        .map(|e| e.input_ids.iter().map(|&i| i64::from(i)).collect())
+        .collect();
+    let rows: Vec<(&[i64], &[i64])> = ids
+        .iter()
+        .zip(encoded)
+        .map(|(ids, e)| (ids.as_slice(), e.labels.as_slice()))
+        .collect();
+    Tokens::right_padded(&rows, i64::from(pad_id))
 }

@@ -467,23 +467,24 @@ fn train_on_everything_and_padding() {
         .unwrap();
     let pad = tok.pad_id().unwrap();
     let batch = pad_batch(&[&a, &b], pad);
-    assert_eq!(batch.batch, 2);
-    assert_eq!(batch.len, a.len().max(b.len()));
-    let row = |v: &Vec<i64>, r: usize| v[r * batch.len..(r + 1) * batch.len].to_vec();
+    assert_eq!(batch.batch(), 2);
+    let len = batch.seq();
+    assert_eq!(len, a.len().max(b.len()));
+    let row = |v: &Vec<i64>, r: usize| v[r * len..(r + 1) * len].to_vec();
     let short = if a.len() < b.len() { 0 } else { 1 };
     let short_len = a.len().min(b.len());
     assert!(
-        row(&batch.attention_mask, short)[short_len..]
+        row(&batch.attention_mask.as_ref().unwrap().data, short)[short_len..]
             .iter()
             .all(|&m| m == 0)
     );
     assert!(
-        row(&batch.labels, short)[short_len..]
+        row(&batch.labels.as_ref().unwrap().data, short)[short_len..]
             .iter()
             .all(|&l| l == IGNORE_INDEX)
     );
     assert!(
-        row(&batch.input_ids, short)[short_len..]
+        row(&batch.input_ids.data, short)[short_len..]
             .iter()
             .all(|&i| i == i64::from(pad))
     );

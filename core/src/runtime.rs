@@ -7,6 +7,7 @@ use crate::backend::DeviceSpec;
 use crate::collator::{CollateOptions, Collator};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Generator, Sampler, StopReason, TextStream};
+use crate::llm::loss::IGNORE_INDEX;
 use crate::loader::{DType, LoadOptions, ModelLoader};
 use crate::model_dir::ModelDir;
 use crate::nn::plan::{AdapterWeights, LoraRegistry, PartPlan};
@@ -102,6 +103,36 @@ impl Tokens {
         (0..self.batch()).flat_map(|_| 0..t).collect()
     }
 
+    /// Rows of (ids, labels) right-padded to the longest: `pad_id`, attention mask 0, labels
+    /// -100 past each row's end.
+    pub fn right_padded(rows: &[(&[i64], &[i64])], pad_id: i64) -> Tokens {
+        let len = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+        let n = rows.len() * len;
+        let (mut input_ids, mut attention_mask, mut labels) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (ids, l) in rows {
+            let pad = len - ids.len();
+            input_ids.extend_from_slice(ids);
+            input_ids.extend(std::iter::repeat_n(pad_id, pad));
+            attention_mask.extend(std::iter::repeat_n(1, ids.len()));
+            attention_mask.extend(std::iter::repeat_n(0, pad));
+            labels.extend_from_slice(l);
+            labels.extend(std::iter::repeat_n(IGNORE_INDEX, pad));
+        }
+        let tensor = |data| HostTensor {
+            shape: vec![rows.len(), len],
+            data,
+        };
+        Tokens {
+            input_ids: tensor(input_ids),
+            attention_mask: Some(tensor(attention_mask)),
+            labels: Some(tensor(labels)),
+        }
+    }
+
     /// `input_ids`, `attention_mask` and `labels` under HF's forward-argument names (the fixture
     /// format), the start of every family's `inputs_to_tensors`.
     pub fn to_tensors(&self) -> Vec<(String, AnyTensor)> {
@@ -137,7 +168,7 @@ impl Tokens {
             grow(m, 1);
         }
         if let Some(l) = &mut self.labels {
-            grow(l, -100);
+            grow(l, IGNORE_INDEX);
         }
     }
 }

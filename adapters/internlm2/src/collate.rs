@@ -152,18 +152,8 @@ impl Collator for InternLm2Collator {
         if kept.is_empty() {
             return Ok((None, skipped));
         }
-        let padded = pad_batch(&kept.iter().collect::<Vec<_>>(), self.pad_id);
-        let shape = vec![padded.batch, padded.len];
-        let tensor = |data| HostTensor {
-            shape: shape.clone(),
-            data,
-        };
         Ok((
-            Some(Tokens {
-                input_ids: tensor(padded.input_ids),
-                attention_mask: Some(tensor(padded.attention_mask)),
-                labels: Some(tensor(padded.labels)),
-            }),
+            Some(pad_batch(&kept.iter().collect::<Vec<_>>(), self.pad_id)),
             skipped,
         ))
     }

@@ -254,24 +254,17 @@ impl Collator for XComposer2Collator {
         if kept.is_empty() {
             return Ok((None, skipped));
         }
-        let b = kept.len();
-        let t = kept
+        let rows: Vec<(&[i64], &[i64])> = kept
             .iter()
-            .map(|(_, e)| e.input_ids.len())
-            .max()
-            .unwrap_or(0);
-        let mut ids = vec![i64::from(self.pad_id); b * t];
-        let mut attention = vec![0i64; b * t];
-        let mut labels = vec![IGNORE_INDEX; b * t];
+            .map(|(_, e)| (e.input_ids.as_slice(), e.labels.as_slice()))
+            .collect();
+        let tokens = Tokens::right_padded(&rows, i64::from(self.pad_id));
+        let (b, t) = (tokens.batch(), tokens.seq());
         let mut im_mask = vec![0i64; b * t];
         let mut pixels = Vec::new();
         let mut n_images = 0;
         for (r, (sample, e)) in kept.iter().enumerate() {
-            let n = e.input_ids.len();
-            ids[r * t..r * t + n].copy_from_slice(&e.input_ids);
-            attention[r * t..r * t + n].fill(1);
-            labels[r * t..r * t + n].copy_from_slice(&e.labels);
-            im_mask[r * t..r * t + n].copy_from_slice(&e.im_mask);
+            im_mask[r * t..r * t + e.im_mask.len()].copy_from_slice(&e.im_mask);
             for path in &e.images {
                 let img = load_image(path)
                     .map_err(|err| sample.origin.media_error("image", path, &err))?;
@@ -287,11 +280,7 @@ impl Collator for XComposer2Collator {
         let s = self.processor.size;
         Ok((
             Some(XComposer2Inputs {
-                tokens: Tokens {
-                    input_ids: tensor(ids),
-                    attention_mask: Some(tensor(attention)),
-                    labels: Some(tensor(labels)),
-                },
+                tokens,
                 im_mask: Some(tensor(im_mask)),
                 images: (n_images > 0).then(|| HostTensor {
                     shape: vec![n_images, 3, s, s],

@@ -57,8 +57,6 @@ use lmms_core::collator::{CollateOptions, Collator, OverLength, Skipped};
 use lmms_core::data::Sample;
 use lmms_core::error::{Error, Result};
 use lmms_core::model_dir::ModelDir;
-use lmms_core::runtime::Tokens;
-use lmms_core::tensor_file::HostTensor;
 use media::{Images, Pixels};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -525,7 +523,7 @@ impl LlavaCollator {
     /// One batch of prepared samples: right-padded ids, stacked pixels and videos.
     fn assemble(&self, kept: Vec<Prepared>) -> Result<LlavaInputs> {
         let encoded: Vec<&Encoded> = kept.iter().map(|p| &p.encoded).collect();
-        let padded = pad_batch(&encoded, self.pad_id);
+        let tokens = pad_batch(&encoded, self.pad_id);
         let batch_num_images: Vec<usize> = kept.iter().map(|p| p.pixels.len()).collect();
         let mut pixels: Vec<Pixels> = Vec::new();
         let mut videos: Vec<Vec<f32>> = Vec::new();
@@ -537,21 +535,6 @@ impl LlavaCollator {
         let pixel_values_videos = match &self.videos {
             Ok(v) => v.stack(videos),
             Err(_) => None, // no sample with a video got this far
-        };
-        let shape = vec![padded.batch, padded.len];
-        let tokens = Tokens {
-            input_ids: HostTensor {
-                shape: shape.clone(),
-                data: padded.input_ids,
-            },
-            attention_mask: Some(HostTensor {
-                shape: shape.clone(),
-                data: padded.attention_mask,
-            }),
-            labels: Some(HostTensor {
-                shape,
-                data: padded.labels,
-            }),
         };
         Ok(LlavaInputs {
             tokens,

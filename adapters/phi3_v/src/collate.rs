@@ -299,28 +299,11 @@ impl Collator for Phi3VCollator {
 impl Phi3VCollator {
     /// One batch: right-padded ids (mask 0, labels -100) and the images' crops in slots.
     fn assemble(&self, kept: Vec<Prepared>) -> Phi3VInputs {
-        // Right padding to the longest sample (mask 0, labels -100).
-        let len = kept.iter().map(|p| p.ids.len()).max().unwrap_or(0);
-        let (mut input_ids, mut attention_mask, mut labels) = (vec![], vec![], vec![]);
-        for p in &kept {
-            let pad = len - p.ids.len();
-            input_ids.extend_from_slice(&p.ids);
-            input_ids.extend(std::iter::repeat_n(i64::from(self.pad_id), pad));
-            attention_mask.extend(std::iter::repeat_n(1, p.ids.len()));
-            attention_mask.extend(std::iter::repeat_n(0, pad));
-            labels.extend_from_slice(&p.labels);
-            labels.extend(std::iter::repeat_n(IGNORE_INDEX, pad));
-        }
-        let shape = vec![kept.len(), len];
-        let tensor = |data| HostTensor {
-            shape: shape.clone(),
-            data,
-        };
-        let tokens = Tokens {
-            input_ids: tensor(input_ids),
-            attention_mask: Some(tensor(attention_mask)),
-            labels: Some(tensor(labels)),
-        };
+        let rows: Vec<(&[i64], &[i64])> = kept
+            .iter()
+            .map(|p| (p.ids.as_slice(), p.labels.as_slice()))
+            .collect();
+        let tokens = Tokens::right_padded(&rows, i64::from(self.pad_id));
         let images: Vec<_> = kept.into_iter().flat_map(|p| p.images).collect();
         let (pixel_values, image_sizes) = if images.is_empty() {
             (None, None)

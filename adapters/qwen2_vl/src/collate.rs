@@ -39,7 +39,6 @@ use lmms_core::collator::{CollateOptions, Collator, OverLength, Skipped};
 use lmms_core::data::Sample;
 use lmms_core::error::{Error, Result};
 use lmms_core::model_dir::ModelDir;
-use lmms_core::runtime::Tokens;
 use lmms_core::tensor_file::HostTensor;
 use std::path::{Path, PathBuf};
 
@@ -461,7 +460,7 @@ impl QwenVlCollator {
     /// One batch of prepared samples: right-padded ids, the images' and videos' patches and grids.
     fn assemble(&self, kept: Vec<Prepared>) -> QwenVlInputs {
         let encoded: Vec<&Encoded> = kept.iter().map(|p| &p.encoded).collect();
-        let padded = pad_batch(&encoded, self.pad_id);
+        let tokens = pad_batch(&encoded, self.pad_id);
         let (mut pixels, mut grids) = (Vec::new(), Vec::new());
         for p in kept.iter().flat_map(|p| &p.patches) {
             pixels.extend_from_slice(&p.data);
@@ -511,21 +510,6 @@ impl QwenVlCollator {
                     data: seconds,
                 }),
             )
-        };
-        let shape = vec![padded.batch, padded.len];
-        let tokens = Tokens {
-            input_ids: HostTensor {
-                shape: shape.clone(),
-                data: padded.input_ids,
-            },
-            attention_mask: Some(HostTensor {
-                shape: shape.clone(),
-                data: padded.attention_mask,
-            }),
-            labels: Some(HostTensor {
-                shape,
-                data: padded.labels,
-            }),
         };
         QwenVlInputs {
             tokens,

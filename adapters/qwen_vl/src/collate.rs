@@ -207,28 +207,17 @@ impl QwenVlCollator {
     }
 
     fn batch(&self, samples: &[&Sample], encoded: &[Encoded]) -> Result<QwenVlInputs> {
-        let len = encoded.iter().map(|e| e.ids.len()).max().unwrap_or(0);
-        let (mut ids, mut mask, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-        for e in encoded {
-            let pad = len - e.ids.len();
-            ids.extend(e.ids.iter().map(|&i| i64::from(i)));
-            ids.extend(std::iter::repeat_n(i64::from(self.eod), pad));
-            mask.extend(std::iter::repeat_n(1, e.ids.len()));
-            mask.extend(std::iter::repeat_n(0, pad));
-            labels.extend_from_slice(&e.labels);
-            labels.extend(std::iter::repeat_n(IGNORE_INDEX, pad));
-        }
-        let shape = vec![encoded.len(), len];
-        let tensor = |data| HostTensor {
-            shape: shape.clone(),
-            data,
-        };
+        let ids: Vec<Vec<i64>> = encoded
+            .iter()
+            .map(|e| e.ids.iter().map(|&i| i64::from(i)).collect())
+            .collect();
+        let rows: Vec<(&[i64], &[i64])> = ids
+            .iter()
+            .zip(encoded)
+            .map(|(ids, e)| (ids.as_slice(), e.labels.as_slice()))
+            .collect();
         Ok(QwenVlInputs {
-            tokens: Tokens {
-                input_ids: tensor(ids),
-                attention_mask: Some(tensor(mask)),
-                labels: Some(tensor(labels)),
-            },
+            tokens: Tokens::right_padded(&rows, i64::from(self.eod)),
             images: self.images(samples)?,
         })
     }
