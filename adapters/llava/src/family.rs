@@ -353,7 +353,10 @@ impl FamilyModel for LlavaFamily {
                 .ok_or_else(|| Error::Batch("config.json has no video_token_index".into()))?;
             placeholders.push((id, f));
         }
-        let embeds = model.embed_with_features(&inputs.tokens, &placeholders, device)?;
+        let embeds =
+            model
+                .language_model
+                .embed_with_features(&inputs.tokens, &placeholders, device)?;
         Ok(model.logits(embeds, &inputs.tokens))
     }
 }

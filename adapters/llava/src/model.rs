@@ -5,10 +5,10 @@
 
 use crate::config::{LlavaConfig, SelectStrategy};
 use burn::module::{Module, Param};
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
 use lmms_core::burn;
-use lmms_core::error::{Error, Result};
+use lmms_core::error::Result;
 use lmms_core::llm::CausalLm;
 use lmms_core::nn::Mlp;
 use lmms_core::runtime::{Plans, Tokens};
@@ -93,54 +93,6 @@ impl<B: Backend> Llava<B> {
     pub fn image_features(&self, c: &LlavaConfig, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
         self.multi_modal_projector
             .forward(self.select_features(c, pixels))
-    }
-
-    /// Token embeddings with `features` (`[K, hidden]`, in order) written over the positions
-    /// whose id is one of `placeholders`, in row-major order as HF's `masked_scatter` does.
-    pub fn embed_with_features(
-        &self,
-        tokens: &Tokens,
-        placeholders: &[(i64, Tensor<B, 2>)],
-        device: &B::Device,
-    ) -> Result<Tensor<B, 3>> {
-        let (b, t) = (tokens.batch(), tokens.seq());
-        let mut ids = tokens.input_ids.data.clone();
-        let mut index: Vec<i64> = (0..(b * t) as i64).collect();
-        let mut tables = Vec::new();
-        let mut offset = (b * t) as i64;
-        for (token, features) in placeholders {
-            let k = features.dims()[0];
-            let mut seen = 0usize;
-            for (i, id) in ids.iter_mut().enumerate() {
-                if *id == *token {
-                    if seen < k {
-                        index[i] = offset + seen as i64;
-                    }
-                    seen += 1;
-                    // The placeholder id may lie outside the vocabulary; its row is replaced.
-                    *id = 0;
-                }
-            }
-            if seen != k {
-                return Err(Error::Batch(format!(
-                    "{seen} placeholder tokens (id {token}) but the media give {k} features"
-                )));
-            }
-            offset += k as i64;
-            tables.push(features.clone());
-        }
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, t]), device);
-        let text = self.language_model.embed(ids);
-        if tables.is_empty() {
-            return Ok(text);
-        }
-        let hidden = text.dims()[2];
-        let dtype = text.dtype();
-        let mut all = vec![text.reshape([b * t, hidden])];
-        all.extend(tables.into_iter().map(|f| f.cast(dtype)));
-        let table = Tensor::cat(all, 0);
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [b * t]), device);
-        Ok(table.select(0, index).reshape([b, t, hidden]))
     }
 
     pub fn logits(&self, embeds: Tensor<B, 3>, tokens: &Tokens) -> Tensor<B, 3> {

@@ -9,7 +9,7 @@ use crate::vision::VisionTower;
 use lmms_core::burn;
 use lmms_core::burn::module::Module;
 use lmms_core::burn::tensor::backend::Backend;
-use lmms_core::burn::tensor::{Int, Tensor, TensorData};
+use lmms_core::burn::tensor::{Tensor, TensorData};
 use lmms_core::error::{Error, Result};
 use lmms_core::llm::CausalLm;
 use lmms_core::nn::mrope::{cos_sin_tensors, mrope_angles};
@@ -131,7 +131,9 @@ impl<B: Backend> QwenVl<B> {
         )? {
             placeholders.push((c.video_token_id, f));
         }
-        let embeds = self.embed_with_features(tokens, &placeholders, device)?;
+        let embeds = self
+            .language_model
+            .embed_with_features(tokens, &placeholders, device)?;
         let (b, t) = (tokens.batch(), tokens.seq());
         let mask = tokens.attention_mask.as_ref().map(|m| m.data.as_slice());
         // HF builds 3D positions whenever a grid is given; otherwise arange(T) on every row.
@@ -167,50 +169,5 @@ impl<B: Backend> QwenVl<B> {
         Ok(self
             .language_model
             .forward_embeds_rope(embeds, cos, sin, mask))
-    }
-
-    /// Token embeddings with `features` (`[K, hidden]`, in order) over the positions whose id
-    /// is the paired placeholder id, in row-major order.
-    fn embed_with_features(
-        &self,
-        tokens: &Tokens,
-        placeholders: &[(i64, Tensor<B, 2>)],
-        device: &B::Device,
-    ) -> Result<Tensor<B, 3>> {
-        let (b, t) = (tokens.batch(), tokens.seq());
-        let mut ids = tokens.input_ids.data.clone();
-        let mut index: Vec<i64> = (0..(b * t) as i64).collect();
-        let mut offset = (b * t) as i64;
-        for (token, features) in placeholders {
-            let k = features.dims()[0];
-            let mut seen = 0usize;
-            for (i, id) in ids.iter_mut().enumerate() {
-                if *id == *token {
-                    if seen < k {
-                        index[i] = offset + seen as i64;
-                    }
-                    seen += 1;
-                    // The placeholder row is replaced; its id may lie outside the vocabulary.
-                    *id = 0;
-                }
-            }
-            if seen != k {
-                return Err(Error::Batch(format!(
-                    "{seen} placeholder tokens (id {token}) but the media give {k} features"
-                )));
-            }
-            offset += k as i64;
-        }
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, t]), device);
-        let text = self.language_model.embed(ids);
-        if placeholders.is_empty() {
-            return Ok(text);
-        }
-        let hidden = text.dims()[2];
-        let dtype = text.dtype();
-        let mut all = vec![text.reshape([b * t, hidden])];
-        all.extend(placeholders.iter().map(|(_, f)| f.clone().cast(dtype)));
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [b * t]), device);
-        Ok(Tensor::cat(all, 0).select(0, index).reshape([b, t, hidden]))
     }
 }

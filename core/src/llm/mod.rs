@@ -6,6 +6,7 @@ pub mod config;
 pub mod decoder;
 pub mod internlm2;
 pub mod loss;
+mod splice;
 
 pub use config::TextConfig;
 pub use decoder::{CausalLm, DecoderLayer, LlmNames};

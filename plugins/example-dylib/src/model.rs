@@ -3,8 +3,8 @@
 //! `multi_modal_projector` a plain `nn.Linear(vision_hidden, text_hidden)`.
 
 use burn::module::Module;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
 use lmms_core::burn;
 use lmms_core::error::{Error, Result};
 use lmms_core::llm::CausalLm;
@@ -82,38 +82,18 @@ impl<B: Backend> LinearLlava<B> {
         features: Option<Tensor<B, 2>>,
         device: &B::Device,
     ) -> Result<Tensor<B, 3>> {
-        let (b, t) = (tokens.batch(), tokens.seq());
         let image_token = self.config.image_token_id;
-        let mut ids = tokens.input_ids.data.clone();
-        // Row i of the [B*T + K, hidden] table: a token's own embedding or an image feature.
-        let mut index: Vec<i64> = (0..(b * t) as i64).collect();
-        let k = features.as_ref().map_or(0, |f| f.dims()[0]);
-        let mut seen = 0usize;
-        for (i, id) in ids.iter_mut().enumerate() {
-            if *id == image_token {
-                if seen < k {
-                    index[i] = (b * t + seen) as i64;
-                }
-                seen += 1;
-                // The placeholder id may lie outside the vocabulary; its row is replaced.
-                *id = 0;
+        let placeholders: Vec<(i64, Tensor<B, 2>)> = match features {
+            Some(f) => vec![(image_token, f)],
+            None if tokens.input_ids.data.contains(&image_token) => {
+                return Err(Error::Batch(format!(
+                    "image tokens (id {image_token}) but no images"
+                )));
             }
-        }
-        if seen != k {
-            return Err(Error::Batch(format!(
-                "{seen} image tokens (id {image_token}) but the images give {k} features"
-            )));
-        }
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, t]), device);
-        let text = self.language_model.embed(ids);
-        let Some(features) = features else {
-            return Ok(text);
+            None => vec![],
         };
-        let hidden = text.dims()[2];
-        let dtype = text.dtype();
-        let table = Tensor::cat(vec![text.reshape([b * t, hidden]), features.cast(dtype)], 0);
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [b * t]), device);
-        Ok(table.select(0, index).reshape([b, t, hidden]))
+        self.language_model
+            .embed_with_features(tokens, &placeholders, device)
     }
 
     pub fn logits(&self, embeds: Tensor<B, 3>, tokens: &Tokens) -> Tensor<B, 3> {
