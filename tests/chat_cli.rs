@@ -3,11 +3,9 @@
 //! several messages, and bad input is refused with a message.
 
 use assert_cmd::Command;
-use std::path::{Path, PathBuf};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::root;
 
 fn chat(extra: &[&str]) -> std::process::Output {
     chat_with("tiny-llava", extra)

@@ -2,7 +2,9 @@
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
+
+mod common;
+use common::root;
 
 fn lmms() -> Command {
     let mut cmd = Command::cargo_bin("lmms").unwrap();
@@ -11,10 +13,6 @@ fn lmms() -> Command {
         std::env::temp_dir().join("lmms-test-empty-hf-cache"),
     );
     cmd
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn stdout_of(assert: &assert_cmd::assert::Assert) -> String {

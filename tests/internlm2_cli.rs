@@ -6,9 +6,8 @@
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{root, train_losses};
 
 fn tiny() -> PathBuf {
     root().join("example_data/tiny-internlm2")
@@ -41,16 +40,6 @@ fn answer(model: &Path, adapter: Option<&Path>, question: &str) -> String {
         .find_map(|l| l.strip_prefix("assistant: "))
         .unwrap_or_else(|| panic!("no reply in {text:?}"))
         .to_string()
-}
-
-fn losses(metrics: &Path) -> Vec<f64> {
-    std::fs::read_to_string(metrics)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["split"] == "train")
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect()
 }
 
 #[test]
@@ -129,7 +118,7 @@ fn identity_qlora_merge_and_chat() {
             ]),
     );
     assert!(trained.contains("trained 120 steps"), "{trained}");
-    let l = losses(&run.join("metrics.jsonl"));
+    let l = train_losses(&run);
     let (first, last) = (l[0], l[l.len() - 1]);
     // The answers vary (several templates per question), so the loss settles well above 0.
     assert!(last < first * 0.3, "loss {first} -> {last}");
@@ -190,7 +179,7 @@ fn alpaca_and_openai_data_train_a_chat_llm() {
                 ]),
         );
         assert!(out.contains("trained 12 steps"), "{data}: {out}");
-        let l = losses(&run.join("metrics.jsonl"));
+        let l = train_losses(&run);
         assert!(l[l.len() - 1] < l[0], "{data}: {l:?}");
     }
 }

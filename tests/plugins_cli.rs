@@ -11,6 +11,9 @@ use lmms_core::plugin::PLUGIN_ABI_VERSION;
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::train_losses;
+
 /// A cdylib of this workspace, next to the test binary (`target/<profile>/deps`) or one level up.
 fn library(crate_name: &str) -> PathBuf {
     let file = format!(
@@ -324,13 +327,7 @@ fn the_plugin_family_trains_and_evaluates() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let losses: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["split"] == "train")
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect();
+    let losses = train_losses(&run);
     assert_eq!(losses.len(), 12);
     assert!(losses[11] < losses[0], "{losses:?}");
     assert!(run.join("adapter_model.safetensors").is_file());

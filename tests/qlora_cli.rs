@@ -3,11 +3,9 @@
 
 use assert_cmd::Command;
 use lmms_core::tensor_file::TensorFile;
-use std::path::{Path, PathBuf};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{root, train_losses};
 
 fn lmms() -> Command {
     Command::cargo_bin("lmms").unwrap()
@@ -45,13 +43,7 @@ fn qlora_run_reduces_loss_and_writes_a_peft_adapter() {
         .arg(&out)
         .assert()
         .success();
-    let losses: Vec<f64> = std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|m| m["split"] == "train")
-        .map(|m| m["loss"].as_f64().unwrap())
-        .collect();
+    let losses = train_losses(&out);
     assert_eq!(losses.len(), 30);
     let mean = |l: &[f64]| l.iter().sum::<f64>() / l.len() as f64;
     let (first, last) = (mean(&losses[..3]), mean(&losses[27..]));

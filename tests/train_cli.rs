@@ -4,12 +4,11 @@
 use assert_cmd::Command;
 use lmms_core::tensor_file::TensorFile;
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::root;
 
 fn lmms() -> Command {
     Command::cargo_bin("lmms").unwrap()

@@ -3,21 +3,9 @@
 //! a PEFT adapter is written under transformers' runtime module names.
 
 use assert_cmd::Command;
-use std::path::{Path, PathBuf};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|m| m["split"] == "train")
-        .map(|m| m["loss"].as_f64().unwrap())
-        .collect()
-}
+mod common;
+use common::{root, train_losses};
 
 #[test]
 fn qwen2_vl_lora_run_reduces_loss_and_writes_a_peft_adapter() {
@@ -60,7 +48,7 @@ fn qwen2_vl_lora_run_reduces_loss_and_writes_a_peft_adapter() {
         ])
         .assert()
         .success();
-    let l = losses(&out);
+    let l = train_losses(&out);
     assert_eq!(l.len(), 20, "{l:?}");
     let first: f64 = l[..3].iter().sum::<f64>() / 3.0;
     let last: f64 = l[l.len() - 3..].iter().sum::<f64>() / 3.0;
@@ -115,7 +103,7 @@ fn qwen2_vl_video_run_with_pixel_bounds_reduces_loss() {
         ])
         .assert()
         .success();
-    let l = losses(&out);
+    let l = train_losses(&out);
     assert_eq!(l.len(), 20, "{l:?}");
     let first: f64 = l[..3].iter().sum::<f64>() / 3.0;
     let last: f64 = l[l.len() - 3..].iter().sum::<f64>() / 3.0;

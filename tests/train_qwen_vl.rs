@@ -4,21 +4,9 @@
 //! written under the remote code's module names (`transformer.h.N.attn.c_attn`).
 
 use assert_cmd::Command;
-use std::path::{Path, PathBuf};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|m| m["split"] == "train")
-        .map(|m| m["loss"].as_f64().unwrap())
-        .collect()
-}
+mod common;
+use common::{root, train_losses};
 
 #[test]
 fn qwen_vl_lora_run_reduces_loss_and_writes_a_peft_adapter() {
@@ -47,7 +35,7 @@ fn qwen_vl_lora_run_reduces_loss_and_writes_a_peft_adapter() {
         .args(["--max-steps", "20", "--warmup-ratio", "0"])
         .assert()
         .success();
-    let l = losses(&out);
+    let l = train_losses(&out);
     assert_eq!(l.len(), 20, "{l:?}");
     let first: f64 = l[..3].iter().sum::<f64>() / 3.0;
     let last: f64 = l[l.len() - 3..].iter().sum::<f64>() / 3.0;

@@ -5,11 +5,9 @@
 //! loss falls, and a PEFT adapter naming the five modules comes out.
 
 use assert_cmd::Command;
-use std::path::{Path, PathBuf};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::root;
 
 #[test]
 fn lora_on_a_data_txt_mixture() {
