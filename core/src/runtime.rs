@@ -612,7 +612,8 @@ impl<F: FamilyModel, B: Backend> Generator for FamilyGenerator<'_, F, B> {
             ));
         }
         let prompt_tokens = self.family.tokens(&inputs).seq();
-        let history: Vec<u32> = self
+        // The prompt and the reply so far (the repetition penalty looks at both).
+        let mut seen: Vec<u32> = self
             .family
             .tokens(&inputs)
             .input_ids
@@ -622,7 +623,6 @@ impl<F: FamilyModel, B: Backend> Generator for FamilyGenerator<'_, F, B> {
             .collect();
         let stops = self.collator.stop_ids();
         let mut sampler = Sampler::new(options.seed);
-        let mut ids: Vec<u32> = vec![];
         let mut stream = TextStream::default();
         let mut stop = StopReason::MaxNewTokens;
         for _ in 0..options.max_new_tokens {
@@ -634,19 +634,19 @@ impl<F: FamilyModel, B: Backend> Generator for FamilyGenerator<'_, F, B> {
                 .convert::<f32>()
                 .into_vec()
                 .map_err(|e| Error::Batch(format!("cannot read the logits: {e:?}")))?;
-            let seen: Vec<u32> = history.iter().chain(&ids).copied().collect();
             let next = sampler.pick(&mut row, &seen, options);
             if stops.contains(&next) {
                 stop = StopReason::Stop(next);
                 break;
             }
-            ids.push(next);
-            let text = self.collator.decode(&ids)?;
+            seen.push(next);
+            let text = self.collator.decode(&seen[prompt_tokens..])?;
             on_text(stream.push(&text));
             if let Some(tokens) = self.family.tokens_mut(&mut inputs) {
                 tokens.push(i64::from(next));
             }
         }
+        let ids = seen.split_off(prompt_tokens);
         let text = self.collator.decode(&ids)?;
         on_text(stream.finish(&text));
         Ok(Generation {
