@@ -1,4 +1,15 @@
-//! Llama-3.2-Vision (`MllamaForConditionalGeneration`): tiled vision encoder and gated cross-attention LLM. Mirrors transformers' `models/mllama/modeling_mllama.py`.
+//! Llama-3.2-Vision (`MllamaForConditionalGeneration`): tiled vision encoder and gated
+//! cross-attention LLM. Mirrors transformers' `models/mllama/modeling_mllama.py`
+//! (model), `image_processing_mllama.py` and `processing_mllama.py` (collator).
+
+pub mod collate;
+pub mod config;
+pub mod family;
+pub mod model;
+pub mod text;
+pub mod vision;
+
+pub use family::{MLLAMA_RUNTIME, MllamaFamily};
 
 use lmms_core::{FamilyDescriptor, Modality as M, ModelEntry, Status, StrategyKind as S};
 
@@ -19,10 +30,10 @@ pub static MLLAMA: FamilyDescriptor = FamilyDescriptor {
     ],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
     strategies: &[S::Full, S::Lora, S::VisionFull, S::VisionLora],
-    status: Status::Planned {
-        note: "model code and HF parity not landed yet",
+    status: Status::ParityOnly {
+        note: "the model matches transformers; the collator is not there yet",
     },
     crate_name: env!("CARGO_PKG_NAME"),
-    runtime: None,
+    runtime: Some(&MLLAMA_RUNTIME),
 };
 lmms_core::register_family!(MLLAMA);

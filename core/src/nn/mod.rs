@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod cross_attention;
 pub mod embedding;
 pub mod linear;
 pub mod lora;
