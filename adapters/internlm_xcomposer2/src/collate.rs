@@ -5,7 +5,9 @@
 //! 1. the conversation becomes `[UNUSED_TOKEN_146]user\n{text}[UNUSED_TOKEN_145]\n` /
 //!    `[UNUSED_TOKEN_146]assistant\n{text}[UNUSED_TOKEN_145]\n` turns (texts stripped; a
 //!    system prompt as a leading `system` turn, as the chat code writes it) followed by `</s>`;
-//!    a sample with one image and no placeholder gets one prepended;
+//!    a sample with one image and no placeholder gets one prepended (the reference's
+//!    `interleav_wrap` would put that image after `</s>`, where nothing can use it; lmms' data
+//!    loader refuses such samples anyway, so this only concerns samples built in code);
 //! 2. the text is split at the image placeholders and each non-empty part tokenized on its
 //!    own, BOS on the first only; each image becomes `img_size / patch_size` squared (1225)
 //!    rows with placeholder id 0, `im_mask` 1 and no label;

@@ -14,6 +14,7 @@ use lmms_core::error::{Error, Result};
 use lmms_core::llm::{CausalLm, LlmNames};
 use lmms_core::nn::{Activation, Mlp, PartPlan, PartialLoraSpec};
 use lmms_core::runtime::{Plans, Tokens};
+use lmms_core::strategy::LoraConfig;
 use lmms_core::vision::VisionTransformer;
 use lmms_core::weights::Vars;
 
@@ -39,25 +40,45 @@ pub struct XComposer2<B: Backend> {
 
 impl<B: Backend> XComposer2<B> {
     /// Loads `vit.vision_tower.vision_model.*`, `vision_proj.{0,2}`, `model.*` and `output`.
-    pub fn load(
+    pub fn load<'a>(
         root: &Vars<'_>,
         c: &XComposer2Config,
-        plans: &Plans<'_>,
+        plans: &Plans<'a>,
         device: &B::Device,
     ) -> Result<Self> {
         // A plan that trains something (full, or fresh LoRA) is a training run: PLoRA dropout on.
         let training =
             plans.llm.trainable || (plans.llm.lora.is_some() && plans.llm.adapter.is_none());
+        // A given PEFT adapter is run as PEFT runs it in eval mode: its `lora_dropout` (the
+        // official finetune saves 0.05) off, like PLoRA's. burn's dropout acts on any autodiff
+        // backend, where `lmms parity` takes the LoRA gradients.
+        let eval_lora = plans
+            .llm
+            .lora
+            .filter(|l| l.dropout > 0.0 && !training)
+            .map(|l| LoraConfig {
+                dropout: 0.0,
+                ..l.clone()
+            });
+        let without_dropout = |plan: &PartPlan<'a>| -> PartPlan<'_> {
+            match (&eval_lora, plan.adapter) {
+                (Some(l), Some(_)) => PartPlan {
+                    lora: Some(l),
+                    ..*plan
+                },
+                _ => *plan,
+            }
+        };
         let llm = PartPlan {
             partial: Some(plora_spec(training)),
-            ..plans.llm
+            ..without_dropout(&plans.llm)
         };
         let text = c.text();
         Ok(XComposer2 {
             vit: VisionTransformer::load(
                 &root.pp("vit.vision_tower.vision_model"),
                 c.vision(),
-                &plans.vision_tower,
+                &without_dropout(&plans.vision_tower),
                 device,
             )?,
             vision_proj: Mlp::load(
@@ -67,7 +88,7 @@ impl<B: Backend> XComposer2<B> {
                 c.llm.hidden_size,
                 c.llm.hidden_size,
                 Activation::Gelu,
-                &plans.projector,
+                &without_dropout(&plans.projector),
                 device,
             )?,
             model: CausalLm::load_named(root, &text, &LlmNames::INTERNLM2, &llm, device)?,
