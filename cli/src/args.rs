@@ -318,25 +318,28 @@ pub struct ChatArgs {
     #[arg(long = "image", value_name = "FILE")]
     pub images: Vec<PathBuf>,
 
-    /// Most tokens per reply.
-    #[arg(long, default_value_t = 256, value_name = "N")]
-    pub max_new_tokens: usize,
+    /// Most tokens per reply [default: the model's generation_config.json, else 256].
+    #[arg(long, value_name = "N")]
+    pub max_new_tokens: Option<usize>,
 
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0, value_name = "T")]
-    pub temperature: f32,
+    /// Sampling temperature; 0 is greedy [default: the model's generation_config.json (with
+    /// do_sample), else 0].
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f32>,
 
-    /// Sample among the K most likely tokens (0: all).
-    #[arg(long, default_value_t = 0, value_name = "K")]
-    pub top_k: usize,
+    /// Sample among the K most likely tokens, 0: all [default: generation_config.json, else 0].
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
 
-    /// Sample from the smallest set of tokens whose probability reaches P.
-    #[arg(long, default_value_t = 1.0, value_name = "P")]
-    pub top_p: f32,
+    /// Sample from the smallest set of tokens whose probability reaches P [default:
+    /// generation_config.json, else 1].
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f32>,
 
-    /// Penalty on tokens already in the conversation (1: none).
-    #[arg(long, default_value_t = 1.0, value_name = "R")]
-    pub repetition_penalty: f32,
+    /// Penalty on tokens already in the conversation, 1: none [default:
+    /// generation_config.json, else 1].
+    #[arg(long, value_name = "R")]
+    pub repetition_penalty: Option<f32>,
 
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

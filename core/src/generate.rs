@@ -38,6 +38,52 @@ impl Default for GenerateOptions {
     }
 }
 
+impl GenerateOptions {
+    /// transformers' defaults overridden by the model's `generation_config.json` in `dir`, when
+    /// it has one: sampling only with `do_sample: true` (then `temperature`, `top_k` (default
+    /// 50) and `top_p` apply), `repetition_penalty` and `max_new_tokens` either way.
+    pub fn from_model_dir(dir: &std::path::Path) -> Result<Self> {
+        let path = dir.join("generation_config.json");
+        let mut o = GenerateOptions::default();
+        if !path.is_file() {
+            return Ok(o);
+        }
+        let v = crate::model_dir::read_json(&path)?;
+        let num = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        if v.get("do_sample").and_then(serde_json::Value::as_bool) == Some(true) {
+            o.temperature = num("temperature").unwrap_or(1.0) as f32;
+            o.top_k = num("top_k").unwrap_or(50.0) as usize;
+            o.top_p = num("top_p").unwrap_or(1.0) as f32;
+        }
+        if let Some(r) = num("repetition_penalty") {
+            o.repetition_penalty = r as f32;
+        }
+        if let Some(n) = num("max_new_tokens") {
+            o.max_new_tokens = n as usize;
+        }
+        o.validate()
+            .map_err(|e| crate::error::Error::config(&path, e))?;
+        Ok(o)
+    }
+
+    /// Checks the ranges transformers accepts.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.temperature.is_nan() || self.temperature < 0.0 {
+            return Err(format!("temperature must be >= 0, is {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("top_p must be in (0, 1], is {}", self.top_p));
+        }
+        if self.repetition_penalty.is_nan() || self.repetition_penalty <= 0.0 {
+            return Err(format!(
+                "repetition_penalty must be > 0, is {}",
+                self.repetition_penalty
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Why generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -233,6 +279,40 @@ mod tests {
         };
         assert_eq!(draw(5), draw(5));
         assert!(draw(5).iter().any(|&t| t != draw(5)[0]));
+    }
+
+    #[test]
+    fn generation_config_sets_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            GenerateOptions::from_model_dir(dir.path()).unwrap(),
+            GenerateOptions::default()
+        );
+        let gc = dir.path().join("generation_config.json");
+        std::fs::write(
+            &gc,
+            r#"{"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05}"#,
+        )
+        .unwrap();
+        // Without do_sample transformers decodes greedily whatever the temperature.
+        let o = GenerateOptions::from_model_dir(dir.path()).unwrap();
+        assert_eq!(
+            (o.temperature, o.top_p, o.repetition_penalty),
+            (0.0, 1.0, 1.05)
+        );
+        std::fs::write(
+            &gc,
+            r#"{"do_sample": true, "temperature": 0.7, "top_p": 0.8, "max_new_tokens": 64}"#,
+        )
+        .unwrap();
+        let o = GenerateOptions::from_model_dir(dir.path()).unwrap();
+        assert_eq!(
+            (o.temperature, o.top_k, o.top_p, o.max_new_tokens),
+            (0.7, 50, 0.8, 64)
+        );
+        std::fs::write(&gc, r#"{"do_sample": true, "top_p": 1.5}"#).unwrap();
+        let e = GenerateOptions::from_model_dir(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("top_p must be in (0, 1]"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod collator;
 pub mod data;
+pub mod decode;
 pub mod error;
 pub mod export;
 pub mod family;

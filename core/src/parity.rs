@@ -11,7 +11,7 @@ use crate::runtime::{FamilyModel, ParityCheck, ParityReport, Plans, build_model}
 use crate::tensor_file::TensorFile;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
@@ -47,6 +47,7 @@ pub fn compare(
         max_abs_err: max_abs,
         max_rel_err: max_abs / max_ref.max(f64::MIN_POSITIVE),
         tolerance,
+        note: None,
     }
 }
 
@@ -60,6 +61,9 @@ fn to_vec<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) ->
 struct Tolerances {
     logits: f64,
     grads: f64,
+    /// Cached vs rerun decoding logits: RoPE scalings that follow the sequence length (dynamic
+    /// NTK) legitimately differ, as in transformers, since cached keys keep their rotation.
+    cache_logits: f64,
 }
 
 fn tolerances(dir: &Path) -> Result<Tolerances> {
@@ -67,6 +71,7 @@ fn tolerances(dir: &Path) -> Result<Tolerances> {
     let mut t = Tolerances {
         logits: LOGITS_TOLERANCE,
         grads: GRAD_TOLERANCE,
+        cache_logits: LOGITS_TOLERANCE,
     };
     if meta.is_file() {
         let v = crate::model_dir::read_json(&meta)?;
@@ -75,6 +80,9 @@ fn tolerances(dir: &Path) -> Result<Tolerances> {
         }
         if let Some(x) = v.get("grad_rtol").and_then(|x| x.as_f64()) {
             t.grads = x;
+        }
+        if let Some(x) = v.get("cache_logits_rtol").and_then(|x| x.as_f64()) {
+            t.cache_logits = x;
         }
     }
     Ok(t)
@@ -128,6 +136,16 @@ pub fn run<B: AutodiffBackend, F: FamilyModel>(
         None,
         tol.logits,
     ));
+    let generate = dir.join("generate.safetensors");
+    if generate.is_file() {
+        checks.extend(greedy_checks(
+            family,
+            &model,
+            &generate,
+            tol.cache_logits,
+            device,
+        )?);
+    }
     drop(model);
 
     let adapter_dir = dir.join("adapter");
@@ -210,6 +228,83 @@ pub fn run<B: AutodiffBackend, F: FamilyModel>(
         checks,
         forward_seconds,
     })
+}
+
+/// The greedy continuation of the prompt in `generate.safetensors` (`prompt_<input name>`
+/// tensors, batch 1) against the reference's `generated_ids` `[1, N]`: with the family's KV
+/// cache when it has one, and without.
+fn greedy_checks<B: Backend, F: FamilyModel>(
+    family: &F,
+    model: &F::Model<B>,
+    path: &Path,
+    cache_tolerance: f64,
+    device: &B::Device,
+) -> Result<Vec<ParityCheck>> {
+    let file = TensorFile::open(path)?;
+    let want = file.i64("generated_ids")?;
+    if want.shape.first() != Some(&1) {
+        return Err(Error::tensor(
+            path,
+            "generated_ids",
+            format!("must be [1, N] (one prompt), is {:?}", want.shape),
+        ));
+    }
+    let prompt = TensorFile::open(path)?.with_prefix("prompt_");
+    let mut checks = Vec::new();
+    let n = want.data.len();
+    let mut runs = Vec::new();
+    for use_cache in [true, false] {
+        let inputs = family.read_inputs(&prompt)?;
+        let run = crate::decode::greedy(family, model, inputs, n, use_cache, device)?;
+        if use_cache != run.cached {
+            // No KV cache in this family: the uncached run below is the only one.
+            continue;
+        }
+        let equal = run
+            .ids
+            .iter()
+            .zip(&want.data)
+            .take_while(|(a, b)| i64::from(**a) == **b)
+            .count();
+        checks.push(ParityCheck {
+            name: if run.cached {
+                "generate"
+            } else {
+                "generate.no_cache"
+            }
+            .into(),
+            max_abs_err: (n - equal) as f64,
+            max_rel_err: (n - equal) as f64,
+            tolerance: 0.0,
+            note: Some(if equal == n {
+                format!("{n}/{n} greedy ids equal")
+            } else {
+                format!(
+                    "first {equal}/{n} greedy ids equal; ours {:?}, reference {:?}",
+                    run.ids, want.data
+                )
+            }),
+        });
+        runs.push(run);
+    }
+    // The cache must not change the numbers: each step's logits, cached vs rerun.
+    if let [cached, full] = runs.as_slice() {
+        let steps = cached
+            .ids
+            .iter()
+            .zip(&full.ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let flat = |r: &crate::decode::Greedy| r.logits[..steps].concat();
+        checks.push(compare(
+            "generate.cache_logits",
+            &flat(cached),
+            &flat(full),
+            None,
+            cache_tolerance,
+        ));
+    }
+    Ok(checks)
 }
 
 /// Gradients of the LoRA parameters, in PEFT's `[r, in]` / `[out, r]` layout.

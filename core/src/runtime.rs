@@ -6,7 +6,8 @@
 use crate::backend::DeviceSpec;
 use crate::collator::{CollateOptions, Collator};
 use crate::error::{Error, Result};
-use crate::generate::{GenerateOptions, Generation, Generator, Sampler, StopReason, TextStream};
+use crate::generate::Generator;
+use crate::llm::KvCache;
 use crate::llm::loss::IGNORE_INDEX;
 use crate::loader::{DType, LoadOptions, ModelLoader};
 use crate::model_dir::ModelDir;
@@ -95,6 +96,14 @@ impl Tokens {
 
     pub fn seq(&self) -> usize {
         self.input_ids.shape[1]
+    }
+
+    /// `input_ids` on `device`, `[B, T]`.
+    pub fn ids<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2, burn::tensor::Int> {
+        Tensor::from_data(
+            burn::tensor::TensorData::new(self.input_ids.data.clone(), [self.batch(), self.seq()]),
+            device,
+        )
     }
 
     /// Positions 0..T-1 on every row: what HF uses when no `position_ids` are given.
@@ -234,6 +243,34 @@ pub trait FamilyModel: Send + Sync + std::fmt::Debug + 'static {
         inputs: &Self::Inputs,
         device: &B::Device,
     ) -> Result<Tensor<B, 3>>;
+
+    /// Runs a prompt (media included) into a new KV cache: the last position's logits `[B, V]`
+    /// and the cache that [`Self::decode`] continues. `None` (the default): the family decodes
+    /// without a cache, rerunning the whole sequence each step through [`Self::tokens_mut`].
+    #[allow(clippy::type_complexity)]
+    fn prefill<B: Backend>(
+        &self,
+        model: &Self::Model<B>,
+        inputs: &Self::Inputs,
+        device: &B::Device,
+    ) -> Result<Option<(Tensor<B, 2>, KvCache<B>)>> {
+        let _ = (model, inputs, device);
+        Ok(None)
+    }
+
+    /// Runs one new token per row (`ids`) after what `cache` holds: its logits `[B, V]`.
+    fn decode<B: Backend>(
+        &self,
+        model: &Self::Model<B>,
+        ids: &[i64],
+        cache: &mut KvCache<B>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        let _ = (model, ids, cache, device);
+        Err(Error::Unsupported(
+            "this family has no KV-cache decoding".into(),
+        ))
+    }
 }
 
 /// What loading learned about a model's parameters: where every base parameter came from, by
@@ -315,12 +352,15 @@ pub struct ParityReport {
 
 #[derive(Debug, Clone)]
 pub struct ParityCheck {
-    /// `logits`, `loss`, `lora.logits`, `lora.loss`, `lora.grad.<peft name>`.
+    /// `logits`, `loss`, `lora.logits`, `lora.loss`, `lora.grad.<peft name>`, `generate`
+    /// (greedy ids with the KV cache), `generate.no_cache`.
     pub name: String,
     pub max_abs_err: f64,
     /// `max |a - b| / max |b|` over the compared elements.
     pub max_rel_err: f64,
     pub tolerance: f64,
+    /// What to show instead of the errors (token-id checks: how many ids match).
+    pub note: Option<String>,
 }
 
 impl ParityCheck {
@@ -516,7 +556,7 @@ where
         }
         let dev = Default::default();
         let model = inference_model::<crate::backend::Cpu, F>(self, model_dir, adapter, &dev)?;
-        Ok(Box::new(FamilyGenerator {
+        Ok(Box::new(crate::decode::FamilyGenerator {
             family: self,
             model,
             collator: self.collator(model_dir, options)?,
@@ -588,73 +628,4 @@ fn inference_model<B: Backend, F: FamilyModel>(
     };
     let plans = Plans::uniform(plan, weights.as_ref());
     Ok(build_model::<B, F>(family, dir, DType::F32, &plans, device)?.0)
-}
-
-struct FamilyGenerator<'a, F: FamilyModel, B: Backend> {
-    family: &'a F,
-    model: F::Model<B>,
-    collator: F::Collator,
-    device: B::Device,
-}
-
-impl<F: FamilyModel, B: Backend> Generator for FamilyGenerator<'_, F, B> {
-    fn generate(
-        &mut self,
-        conversation: &crate::data::Sample,
-        options: &GenerateOptions,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Result<Generation> {
-        let start = std::time::Instant::now();
-        let mut inputs = self.collator.prompt(conversation)?;
-        if self.family.tokens_mut(&mut inputs).is_none() {
-            return Err(Error::Unsupported(
-                "this family cannot generate text yet".into(),
-            ));
-        }
-        let prompt_tokens = self.family.tokens(&inputs).seq();
-        // The prompt and the reply so far (the repetition penalty looks at both).
-        let mut seen: Vec<u32> = self
-            .family
-            .tokens(&inputs)
-            .input_ids
-            .data
-            .iter()
-            .map(|&i| i as u32)
-            .collect();
-        let stops = self.collator.stop_ids();
-        let mut sampler = Sampler::new(options.seed);
-        let mut stream = TextStream::default();
-        let mut stop = StopReason::MaxNewTokens;
-        for _ in 0..options.max_new_tokens {
-            let logits = self.family.forward(&self.model, &inputs, &self.device)?;
-            let [_, t, v] = logits.dims();
-            let last = logits.slice([0..1, t - 1..t]).reshape([v]);
-            let mut row: Vec<f32> = last
-                .into_data()
-                .convert::<f32>()
-                .into_vec()
-                .map_err(|e| Error::Batch(format!("cannot read the logits: {e:?}")))?;
-            let next = sampler.pick(&mut row, &seen, options);
-            if stops.contains(&next) {
-                stop = StopReason::Stop(next);
-                break;
-            }
-            seen.push(next);
-            let text = self.collator.decode(&seen[prompt_tokens..])?;
-            on_text(stream.push(&text));
-            if let Some(tokens) = self.family.tokens_mut(&mut inputs) {
-                tokens.push(i64::from(next));
-            }
-        }
-        let ids = seen.split_off(prompt_tokens);
-        let text = self.collator.decode(&ids)?;
-        on_text(stream.finish(&text));
-        Ok(Generation {
-            text,
-            ids,
-            prompt_tokens,
-            stop,
-            seconds: start.elapsed().as_secs_f64(),
-        })
-    }
 }

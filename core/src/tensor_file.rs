@@ -13,6 +13,8 @@ pub struct TensorFile {
     mmap: Mmap,
     header_len: usize,
     meta: Metadata,
+    /// Only tensors whose names start with this are seen, under the rest of their name.
+    prefix: String,
 }
 
 /// A tensor copied to the host as f32 or i64, with its shape.
@@ -36,7 +38,15 @@ impl TensorFile {
             mmap,
             header_len,
             meta,
+            prefix: String::new(),
         })
+    }
+
+    /// The tensors named `<prefix><name>` only, as `<name>` (a fixture's `generate.safetensors`
+    /// holds a prompt's model inputs as `prompt_<name>`).
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_string();
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -45,13 +55,18 @@ impl TensorFile {
 
     /// Tensor names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.meta.tensors().into_keys().collect();
+        let mut names: Vec<String> = self
+            .meta
+            .tensors()
+            .into_keys()
+            .filter_map(|n| n.strip_prefix(&self.prefix).map(str::to_string))
+            .collect();
         names.sort();
         names
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.meta.info(name).is_some()
+        self.meta.info(&format!("{}{name}", self.prefix)).is_some()
     }
 
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
@@ -59,9 +74,10 @@ impl TensorFile {
     }
 
     fn info(&self, name: &str) -> Result<&safetensors::tensor::TensorInfo> {
+        let full = format!("{}{name}", self.prefix);
         self.meta
-            .info(name)
-            .ok_or_else(|| Error::tensor(&self.path, name, "not in this file"))
+            .info(&full)
+            .ok_or_else(|| Error::tensor(&self.path, full, "not in this file"))
     }
 
     fn bytes(&self, name: &str) -> Result<(Dtype, Vec<usize>, &[u8])> {

@@ -7,7 +7,7 @@ use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::collator::CollateOptions;
 use lmms_core::error::Result;
 use lmms_core::llm::internlm2::InternLm2Config;
-use lmms_core::llm::{CausalLm, LlmNames};
+use lmms_core::llm::{CausalLm, KvCache, LlmNames};
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};
 use lmms_core::strategy::Part;
@@ -79,15 +79,30 @@ impl FamilyModel for InternLm2Family {
         t: &Tokens,
         device: &B::Device,
     ) -> Result<Tensor<B, 3>> {
-        use lmms_core::burn::tensor::{Int, TensorData};
-        let ids = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(t.input_ids.data.clone(), [t.batch(), t.seq()]),
-            device,
-        );
         Ok(model.forward_embeds(
-            model.embed(ids),
+            model.embed(t.ids(device)),
             &t.default_positions(),
             t.attention_mask.as_ref().map(|m| m.data.as_slice()),
         ))
+    }
+
+    fn prefill<B: Backend>(
+        &self,
+        model: &CausalLm<B>,
+        t: &Tokens,
+        device: &B::Device,
+    ) -> Result<Option<(Tensor<B, 2>, KvCache<B>)>> {
+        let (logits, cache) = model.prefill_tokens(model.embed(t.ids(device)), t);
+        Ok(Some((logits, cache)))
+    }
+
+    fn decode<B: Backend>(
+        &self,
+        model: &CausalLm<B>,
+        ids: &[i64],
+        cache: &mut KvCache<B>,
+        _device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        Ok(model.decode(ids, cache))
     }
 }

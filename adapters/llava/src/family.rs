@@ -8,6 +8,7 @@ use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::burn::tensor::{Tensor, TensorData};
 use lmms_core::collator::CollateOptions;
 use lmms_core::error::{Error, Result};
+use lmms_core::llm::KvCache;
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};
 use lmms_core::strategy::Part;
@@ -342,6 +343,39 @@ impl FamilyModel for LlavaFamily {
         inputs: &LlavaInputs,
         device: &B::Device,
     ) -> Result<Tensor<B, 3>> {
+        let embeds = Self::embeds(model, inputs, device)?;
+        Ok(model.logits(embeds, &inputs.tokens))
+    }
+
+    fn prefill<B: Backend>(
+        &self,
+        model: &Llava<B>,
+        inputs: &LlavaInputs,
+        device: &B::Device,
+    ) -> Result<Option<(Tensor<B, 2>, KvCache<B>)>> {
+        let embeds = Self::embeds(model, inputs, device)?;
+        let (logits, cache) = model.language_model.prefill_tokens(embeds, &inputs.tokens);
+        Ok(Some((logits, cache)))
+    }
+
+    fn decode<B: Backend>(
+        &self,
+        model: &Llava<B>,
+        ids: &[i64],
+        cache: &mut KvCache<B>,
+        _device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        Ok(model.language_model.decode(ids, cache))
+    }
+}
+
+impl LlavaFamily {
+    /// Token embeddings with the image and video features in place of their placeholders.
+    fn embeds<B: Backend>(
+        model: &Llava<B>,
+        inputs: &LlavaInputs,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 3>> {
         let c = &model.config;
         let mut placeholders = Vec::new();
         if let Some(f) = Self::images(model, inputs, device)? {
@@ -353,10 +387,8 @@ impl FamilyModel for LlavaFamily {
                 .ok_or_else(|| Error::Batch("config.json has no video_token_index".into()))?;
             placeholders.push((id, f));
         }
-        let embeds =
-            model
-                .language_model
-                .embed_with_features(&inputs.tokens, &placeholders, device)?;
-        Ok(model.logits(embeds, &inputs.tokens))
+        model
+            .language_model
+            .embed_with_features(&inputs.tokens, &placeholders, device)
     }
 }

@@ -9,6 +9,7 @@ use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::burn::tensor::{Tensor, TensorData};
 use lmms_core::collator::CollateOptions;
 use lmms_core::error::{Error, Result};
+use lmms_core::llm::KvCache;
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};
 use lmms_core::strategy::Part;
@@ -219,6 +220,40 @@ impl FamilyModel for Phi3VFamily {
         inputs: &Phi3VInputs,
         device: &B::Device,
     ) -> Result<Tensor<B, 3>> {
+        let embeds = Self::embeds(model, inputs, device)?;
+        Ok(model.logits(embeds, &inputs.tokens))
+    }
+
+    fn prefill<B: Backend>(
+        &self,
+        model: &Phi3V<B>,
+        inputs: &Phi3VInputs,
+        device: &B::Device,
+    ) -> Result<Option<(Tensor<B, 2>, KvCache<B>)>> {
+        let embeds = Self::embeds(model, inputs, device)?;
+        Ok(Some(
+            model.language_model.prefill_tokens(embeds, &inputs.tokens),
+        ))
+    }
+
+    fn decode<B: Backend>(
+        &self,
+        model: &Phi3V<B>,
+        ids: &[i64],
+        cache: &mut KvCache<B>,
+        _device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        Ok(model.language_model.decode(ids, cache))
+    }
+}
+
+impl Phi3VFamily {
+    /// Token embeddings with the images' HD features at their (negative-id) positions.
+    fn embeds<B: Backend>(
+        model: &Phi3V<B>,
+        inputs: &Phi3VInputs,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 3>> {
         let has_images = inputs.tokens.input_ids.data.iter().any(|&i| i < 0);
         let features = match (&inputs.pixel_values, &inputs.image_sizes, has_images) {
             (Some(p), Some(sizes), true) => {
@@ -261,7 +296,6 @@ impl FamilyModel for Phi3VFamily {
             }
             _ => None,
         };
-        let embeds = model.embed_with_images(&inputs.tokens, features, device)?;
-        Ok(model.logits(embeds, &inputs.tokens))
+        model.embed_with_images(&inputs.tokens, features, device)
     }
 }

@@ -11,7 +11,7 @@ use lmms_core::burn::module::Module;
 use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::burn::tensor::{Tensor, TensorData};
 use lmms_core::error::{Error, Result};
-use lmms_core::llm::CausalLm;
+use lmms_core::llm::{CausalLm, KvCache};
 use lmms_core::nn::mrope::{cos_sin_tensors, mrope_angles};
 use lmms_core::runtime::{Plans, Tokens};
 use lmms_core::tensor_file::HostTensor;
@@ -110,6 +110,43 @@ impl<B: Backend> QwenVl<B> {
 
     /// Logits `[B, T, V]`.
     pub fn forward(&self, inputs: &QwenVlInputs, device: &B::Device) -> Result<Tensor<B, 3>> {
+        let (embeds, rope, _) = self.prepare(inputs, device)?;
+        let mask = inputs.tokens.attention_mask.as_ref();
+        Ok(self.language_model.forward_embeds_rope(
+            embeds,
+            rope.0,
+            rope.1,
+            mask.map(|m| m.data.as_slice()),
+        ))
+    }
+
+    /// Runs a prompt into a new KV cache: the last position's logits `[B, V]` and the cache.
+    /// Later tokens take one position on all three axes, one past the prompt's largest
+    /// (HF's `rope_deltas`), which is plain RoPE: [`CausalLm::decode`] continues.
+    pub fn prefill(
+        &self,
+        inputs: &QwenVlInputs,
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 2>, KvCache<B>)> {
+        let (embeds, rope, pos) = self.prepare(inputs, device)?;
+        let tokens = &inputs.tokens;
+        let mask = tokens.attention_mask.as_ref().map(|m| m.data.as_slice());
+        let mut cache = self.language_model.new_cache(tokens.batch());
+        let logits = self
+            .language_model
+            .forward_cached(embeds, rope, mask, None, None, &mut cache);
+        cache.continue_after(&pos.concat(), tokens.seq());
+        Ok((logits, cache))
+    }
+
+    /// Token embeddings with the media features spliced in, the M-RoPE tables and the 3-axis
+    /// positions.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        inputs: &QwenVlInputs,
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 3>, (Tensor<B, 3>, Tensor<B, 3>), [Vec<i64>; 3])> {
         let c = &self.config;
         let tokens = &inputs.tokens;
         let image_grids = grids(inputs.image_grid_thw.as_ref(), "image_grid_thw")?;
@@ -166,8 +203,6 @@ impl<B: Backend> QwenVl<B> {
         let inv = c.text.rope().inv_freq(max_pos);
         let angles = mrope_angles(&inv, &c.mrope_section, [&pos[0], &pos[1], &pos[2]]);
         let (cos, sin) = cos_sin_tensors::<B, 3>(&angles, [b, t, 2 * inv.len()], device);
-        Ok(self
-            .language_model
-            .forward_embeds_rope(embeds, cos, sin, mask))
+        Ok((embeds, (cos, sin), pos))
     }
 }

@@ -9,6 +9,7 @@ use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::burn::tensor::{Tensor, TensorData};
 use lmms_core::collator::CollateOptions;
 use lmms_core::error::{Error, Result};
+use lmms_core::llm::KvCache;
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};
 use lmms_core::strategy::Part;
@@ -129,10 +130,36 @@ impl FamilyModel for QwenVlFamily {
         inputs: &QwenVlInputs,
         device: &B::Device,
     ) -> Result<Tensor<B, 3>> {
-        let images = inputs.images.as_ref().map(|p| {
+        model.forward(&inputs.tokens, Self::images(inputs, device), device)
+    }
+
+    fn prefill<B: Backend>(
+        &self,
+        model: &QwenVl<B>,
+        inputs: &QwenVlInputs,
+        device: &B::Device,
+    ) -> Result<Option<(Tensor<B, 2>, KvCache<B>)>> {
+        model
+            .prefill(&inputs.tokens, Self::images(inputs, device), device)
+            .map(Some)
+    }
+
+    fn decode<B: Backend>(
+        &self,
+        model: &QwenVl<B>,
+        ids: &[i64],
+        cache: &mut KvCache<B>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        Ok(model.decode(ids, cache, device))
+    }
+}
+
+impl QwenVlFamily {
+    fn images<B: Backend>(inputs: &QwenVlInputs, device: &B::Device) -> Option<Tensor<B, 4>> {
+        inputs.images.as_ref().map(|p| {
             let shape: [usize; 4] = [p.shape[0], p.shape[1], p.shape[2], p.shape[3]];
             Tensor::<B, 4>::from_data(TensorData::new(p.data.clone(), shape), device)
-        });
-        model.forward(&inputs.tokens, images, device)
+        })
     }
 }

@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use lmms_core::burn;
 use lmms_core::error::{Error, Result};
-use lmms_core::llm::{CausalLm, LlmNames};
+use lmms_core::llm::{CausalLm, KvCache, LlmNames};
 use lmms_core::nn::attention::logn_query_scale;
 use lmms_core::runtime::{Plans, Tokens};
 use lmms_core::weights::Vars;
@@ -96,6 +96,94 @@ impl<B: Backend> QwenVl<B> {
         device: &B::Device,
     ) -> Result<Tensor<B, 3>> {
         let (b, seq) = (t.batch(), t.seq());
+        let embeds = self.embeds(t, images, device)?;
+        let (cos, sin) = self
+            .llm
+            .rope
+            .cos_sin::<B>(&t.default_positions(), b, seq, device);
+        let scale = self
+            .logn_seq_length
+            .and_then(|s| logn_query_scale::<B>(seq, s, device));
+        Ok(self.llm.forward_embeds_scaled(
+            embeds,
+            cos,
+            sin,
+            t.attention_mask.as_ref().map(|m| m.data.as_slice()),
+            scale,
+        ))
+    }
+
+    /// Runs a prompt into a new KV cache: the last position's logits `[B, V]` and the cache.
+    pub fn prefill(
+        &self,
+        t: &Tokens,
+        images: Option<Tensor<B, 4>>,
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 2>, KvCache<B>)> {
+        let (b, seq) = (t.batch(), t.seq());
+        let embeds = self.embeds(t, images, device)?;
+        let positions = t.default_positions();
+        let rope = self.llm.rope.cos_sin::<B>(&positions, b, seq, device);
+        let scale = self
+            .logn_seq_length
+            .and_then(|s| logn_query_scale::<B>(seq, s, device));
+        let mut cache = self.llm.new_cache(b);
+        let mask = t.attention_mask.as_ref().map(|m| m.data.as_slice());
+        let logits = self
+            .llm
+            .forward_cached(embeds, rope, mask, scale.as_ref(), None, &mut cache);
+        cache.continue_after(&positions, seq);
+        Ok((logits, cache))
+    }
+
+    /// One new token per row after `cache`. As `modeling_qwen.py` decodes: the NTK scaling
+    /// stays the one the prompt's length chose; log-scaling follows each query's position.
+    pub fn decode(&self, ids: &[i64], cache: &mut KvCache<B>, device: &B::Device) -> Tensor<B, 2> {
+        let b = ids.len();
+        let ids_t = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [b, 1]), device);
+        let positions = cache.next_position.clone();
+        let rope = self
+            .llm
+            .rope
+            .cos_sin_at::<B>(&positions, cache.prompt_len, b, 1, device);
+        let scale = self.logn_seq_length.and_then(|s| {
+            let base = (s as f64).ln();
+            let per_row: Vec<f32> = positions
+                .iter()
+                .map(|&p| {
+                    let n = p as usize + 1;
+                    if n > s {
+                        ((n as f64).ln() / base) as f32
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            per_row
+                .iter()
+                .any(|&x| x != 1.0)
+                .then(|| Tensor::<B, 4>::from_data(TensorData::new(per_row, [b, 1, 1, 1]), device))
+        });
+        let logits = self.llm.forward_cached(
+            self.llm.embed(ids_t),
+            rope,
+            None,
+            scale.as_ref(),
+            None,
+            cache,
+        );
+        cache.next_position.iter_mut().for_each(|p| *p += 1);
+        logits
+    }
+
+    /// Token embeddings with each image's resampled features inside its `<img>` span.
+    fn embeds(
+        &self,
+        t: &Tokens,
+        images: Option<Tensor<B, 4>>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 3>> {
+        let (b, seq) = (t.batch(), t.seq());
         let ids = Tensor::<B, 2, Int>::from_data(
             TensorData::new(t.input_ids.data.clone(), [b, seq]),
             device,
@@ -126,19 +214,6 @@ impl<B: Backend> QwenVl<B> {
                 }
             }
         }
-        let (cos, sin) = self
-            .llm
-            .rope
-            .cos_sin::<B>(&t.default_positions(), b, seq, device);
-        let scale = self
-            .logn_seq_length
-            .and_then(|s| logn_query_scale::<B>(seq, s, device));
-        Ok(self.llm.forward_embeds_scaled(
-            embeds,
-            cos,
-            sin,
-            t.attention_mask.as_ref().map(|m| m.data.as_slice()),
-            scale,
-        ))
+        Ok(embeds)
     }
 }

@@ -11,27 +11,14 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 pub fn run(args: &ChatArgs) -> anyhow::Result<ExitCode> {
-    if args.temperature < 0.0 || !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        anyhow::bail!("--temperature must be >= 0 and --top-p in (0, 1]");
-    }
-    if args.repetition_penalty <= 0.0 {
-        anyhow::bail!("--repetition-penalty must be > 0");
-    }
     let model = load_model(&args.model, args.model_path.as_deref())?;
+    let options = options(args, &model.dir.root)?;
     let mut generator = model.runtime.generator(
         &model.dir,
         args.adapter.as_deref(),
         &CollateOptions::default(),
         args.device,
     )?;
-    let options = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repetition_penalty: args.repetition_penalty,
-        seed: args.seed,
-    };
     for image in &args.images {
         if !image.is_file() {
             anyhow::bail!("--image {}: no such file", image.display());
@@ -53,7 +40,10 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("Type a message and press Enter; /reset starts over, /exit quits.");
+    eprintln!(
+        "Type a message and press Enter; /image PATH attaches an image, /clear starts over, \
+         /exit quits."
+    );
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
@@ -63,7 +53,7 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         match line.trim() {
             "" => continue,
             "/exit" | "/quit" => break,
-            "/reset" => {
+            "/reset" | "/clear" => {
                 chat.turns.clear();
                 chat.images.clear();
                 chat.pending.clear();
@@ -86,6 +76,27 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         chat.reply(&line)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The model's `generation_config.json` defaults, overridden by the flags given.
+fn options(args: &ChatArgs, dir: &std::path::Path) -> anyhow::Result<GenerateOptions> {
+    let mut o = GenerateOptions::from_model_dir(dir)?;
+    if let Some(t) = args.temperature {
+        o.temperature = t;
+        if t > 0.0 && args.top_k.is_none() && o.top_k == 0 {
+            // transformers samples among the 50 most likely tokens unless told otherwise.
+            o.top_k = 50;
+        }
+    }
+    o.max_new_tokens = args.max_new_tokens.unwrap_or(o.max_new_tokens);
+    o.top_k = args.top_k.unwrap_or(o.top_k);
+    o.top_p = args.top_p.unwrap_or(o.top_p);
+    o.repetition_penalty = args.repetition_penalty.unwrap_or(o.repetition_penalty);
+    o.seed = args.seed;
+    // The messages name the setting first: `top_p must be ...` becomes `--top-p must be ...`.
+    o.validate()
+        .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
+    Ok(o)
 }
 
 struct Chat<'a, 'g> {

@@ -68,10 +68,13 @@ pub fn run(args: &ParityArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         let width = shown.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
         for (name, c) in &shown {
             let verdict = if c.passed() { "ok" } else { "FAIL" };
-            println!(
-                "  {name:width$}  max rel {:9.2e}  max abs {:9.2e}  tol {:7.0e}  {verdict}",
-                c.max_rel_err, c.max_abs_err, c.tolerance
-            );
+            match &c.note {
+                Some(note) => println!("  {name:width$}  {note}  {verdict}"),
+                None => println!(
+                    "  {name:width$}  max rel {:9.2e}  max abs {:9.2e}  tol {:7.0e}  {verdict}",
+                    c.max_rel_err, c.max_abs_err, c.tolerance
+                ),
+            }
         }
         let bad = report.checks.iter().filter(|c| !c.passed()).count();
         if bad > 0 {

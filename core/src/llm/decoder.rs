@@ -8,15 +8,17 @@
 
 use crate::error::Result;
 use crate::llm::config::TextConfig;
+use crate::llm::kv_cache::{KvCache, LayerKv};
 use crate::nn::mlp::MlpLayout;
 use crate::nn::{
     Attention, AttentionConfig, AttentionMask, Embedding, GatedMlp, Linear, PartPlan, QkvLayout,
     RmsNorm, RotaryEmbedding,
 };
+use crate::runtime::Tokens;
 use crate::weights::Vars;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// Checkpoint names of a decoder's modules (`model.layers.N` and `model.norm` for every family
 /// but QWen's `transformer.h.N` and `transformer.ln_f`).
@@ -199,14 +201,7 @@ impl<B: Backend> DecoderLayer<B> {
         mask: &AttentionMask<B>,
         query_scale: Option<&Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
-        let h = x.clone()
-            + self.self_attn.forward_scaled(
-                self.input_layernorm.forward(x),
-                Some(rope),
-                mask,
-                query_scale,
-            );
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        self.forward_with(x, rope, mask, query_scale, None, None)
     }
 
     /// [`Self::forward`] where the linears' partial adapters (XComposer2's PLoRA) update the
@@ -218,13 +213,35 @@ impl<B: Backend> DecoderLayer<B> {
         mask: &AttentionMask<B>,
         row_mask: Option<&Tensor<B, 3>>,
     ) -> Tensor<B, 3> {
-        let h = x.clone()
-            + self.self_attn.forward_masked(
-                self.input_layernorm.forward(x),
+        self.forward_with(x, rope, mask, None, row_mask, None)
+    }
+
+    /// The forward with every option: a query scale, a row mask for partial adapters, and a
+    /// KV cache the tokens follow and extend.
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 3>,
+        rope: (&Tensor<B, 3>, &Tensor<B, 3>),
+        mask: &AttentionMask<B>,
+        query_scale: Option<&Tensor<B, 4>>,
+        row_mask: Option<&Tensor<B, 3>>,
+        cache: Option<&mut LayerKv<B>>,
+    ) -> Tensor<B, 3> {
+        let normed = self.input_layernorm.forward(x.clone());
+        let attn = match cache {
+            Some(cache) => self.self_attn.forward_cached(
+                normed,
                 Some(rope),
                 mask,
+                query_scale,
                 row_mask,
-            );
+                cache,
+            ),
+            None => self
+                .self_attn
+                .forward_with(normed, Some(rope), mask, query_scale, row_mask),
+        };
+        let h = x + attn;
         h.clone()
             + self
                 .mlp
@@ -346,24 +363,15 @@ impl<B: Backend> CausalLm<B> {
         attention_mask: Option<&[i64]>,
         query_scale: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
-        let [b, t, _] = embeds.dims();
-        let device = embeds.device();
-        let dtype = embeds.dtype();
-        let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
-        let mut mask = AttentionMask::causal(attention_mask, self.window, b, t, &device);
-        mask.bias = mask.bias.map(|m| m.cast(dtype));
-        if let Some(first) = self.layers.first() {
-            mask = mask.for_heads(first.self_attn.num_heads);
-        }
-        let mut h = embeds;
-        for layer in &self.layers {
-            h = layer.forward_scaled(h, (&cos, &sin), &mask, query_scale.as_ref());
-        }
-        let h = self.norm.forward(h);
-        match &self.lm_head {
-            Some(head) => head.forward(h),
-            None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
-        }
+        let h = self.run(
+            embeds,
+            (cos, sin),
+            attention_mask,
+            query_scale.as_ref(),
+            None,
+            None,
+        );
+        self.head(h)
     }
 
     /// [`Self::forward_embeds`] where the layers' partial adapters (XComposer2's PLoRA) update
@@ -376,26 +384,133 @@ impl<B: Backend> CausalLm<B> {
         row_mask: &[i64],
     ) -> Tensor<B, 3> {
         let [b, t, _] = embeds.dims();
+        let rope = self.rope.cos_sin::<B>(positions, b, t, &embeds.device());
+        let h = self.run(embeds, rope, attention_mask, None, Some(row_mask), None);
+        self.head(h)
+    }
+
+    /// Runs `embeds` `[B, T, hidden]` after the tokens in `cache` and appends them to it;
+    /// the last position's logits `[B, V]` (the LM head runs on that position only).
+    /// `attention_mask` is the new tokens' `[B, T]` (`None`: all real); `cos`/`sin` `[B, T,
+    /// head_dim]` their rotary tables; `query_scale` and `row_mask` as in
+    /// [`Self::forward_embeds_scaled`] and [`Self::forward_embeds_masked`], for the new tokens.
+    /// The caller keeps [`KvCache::next_position`] up to date ([`Self::prefill`] and
+    /// [`Self::decode`] do, for one position per token).
+    pub fn forward_cached(
+        &self,
+        embeds: Tensor<B, 3>,
+        rope: (Tensor<B, 3>, Tensor<B, 3>),
+        attention_mask: Option<&[i64]>,
+        query_scale: Option<&Tensor<B, 4>>,
+        row_mask: Option<&[i64]>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 2> {
+        let h = self.run(
+            embeds,
+            rope,
+            attention_mask,
+            query_scale,
+            row_mask,
+            Some(cache),
+        );
+        let [b, t, d] = h.dims();
+        let last = self.head(h.slice([0..b, t - 1..t, 0..d]));
+        let v = last.dims()[2];
+        last.reshape([b, v])
+    }
+
+    /// Runs a prompt's embeddings (with 1-D `positions`, row-major `[B, T]`) into an empty
+    /// `cache`; the last position's logits `[B, V]`.
+    pub fn prefill(
+        &self,
+        embeds: Tensor<B, 3>,
+        positions: &[i64],
+        attention_mask: Option<&[i64]>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 2> {
+        let [b, t, _] = embeds.dims();
+        let rope = self.rope.cos_sin::<B>(positions, b, t, &embeds.device());
+        let logits = self.forward_cached(embeds, rope, attention_mask, None, None, cache);
+        cache.continue_after(positions, t);
+        logits
+    }
+
+    /// [`Self::prefill`] of a batch's embeddings at positions 0..T-1 with its attention mask,
+    /// into a new cache.
+    pub fn prefill_tokens(
+        &self,
+        embeds: Tensor<B, 3>,
+        tokens: &Tokens,
+    ) -> (Tensor<B, 2>, KvCache<B>) {
+        let mut cache = self.new_cache(tokens.batch());
+        let logits = self.prefill(
+            embeds,
+            &tokens.default_positions(),
+            tokens.attention_mask.as_ref().map(|m| m.data.as_slice()),
+            &mut cache,
+        );
+        (logits, cache)
+    }
+
+    /// Runs one new token per row (`ids`, `[B]`) at the rows' next positions; its logits
+    /// `[B, V]`.
+    pub fn decode(&self, ids: &[i64], cache: &mut KvCache<B>) -> Tensor<B, 2> {
+        let device = self.embed_tokens.weight.device();
+        let b = ids.len();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [b, 1]), &device);
+        let positions = cache.next_position.clone();
+        let rope = self.rope.cos_sin::<B>(&positions, b, 1, &device);
+        let logits = self.forward_cached(self.embed(ids), rope, None, None, None, cache);
+        cache.next_position.iter_mut().for_each(|p| *p += 1);
+        logits
+    }
+
+    /// An empty cache for this model and `batch` rows.
+    pub fn new_cache(&self, batch: usize) -> KvCache<B> {
+        KvCache::new(self.layers.len(), batch)
+    }
+
+    /// The layers and the final norm over `embeds`, with every option of
+    /// [`DecoderLayer::forward_with`]; hidden states `[B, T, hidden]`.
+    fn run(
+        &self,
+        embeds: Tensor<B, 3>,
+        (cos, sin): (Tensor<B, 3>, Tensor<B, 3>),
+        attention_mask: Option<&[i64]>,
+        query_scale: Option<&Tensor<B, 4>>,
+        row_mask: Option<&[i64]>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = embeds.dims();
         let device = embeds.device();
         let dtype = embeds.dtype();
-        let (cos, sin) = self.rope.cos_sin::<B>(positions, b, t, &device);
         let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
-        let rows: Vec<f32> = row_mask
-            .iter()
-            .map(|&m| f32::from(u8::from(m != 0)))
-            .collect();
-        let rows =
-            Tensor::<B, 3>::from_data(burn::tensor::TensorData::new(rows, [b, t, 1]), &device);
-        let mut mask = AttentionMask::causal(attention_mask, self.window, b, t, &device);
+        let rows = row_mask.map(|m| {
+            let rows: Vec<f32> = m.iter().map(|&m| f32::from(u8::from(m != 0))).collect();
+            Tensor::<B, 3>::from_data(TensorData::new(rows, [b, t, 1]), &device)
+        });
+        let mut mask = match cache.as_deref_mut() {
+            Some(cache) => {
+                let past = cache.len;
+                let all = cache.extend_mask(attention_mask, t);
+                AttentionMask::causal_after(past, Some(all), self.window, b, t, &device)
+            }
+            None => AttentionMask::causal(attention_mask, self.window, b, t, &device),
+        };
         mask.bias = mask.bias.map(|m| m.cast(dtype));
         if let Some(first) = self.layers.first() {
             mask = mask.for_heads(first.self_attn.num_heads);
         }
         let mut h = embeds;
-        for layer in &self.layers {
-            h = layer.forward_masked(h, (&cos, &sin), &mask, Some(&rows));
+        for (i, layer) in self.layers.iter().enumerate() {
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            h = layer.forward_with(h, (&cos, &sin), &mask, query_scale, rows.as_ref(), kv);
         }
-        let h = self.norm.forward(h);
+        self.norm.forward(h)
+    }
+
+    /// Logits from final hidden states.
+    fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => head.forward(h),
             None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),

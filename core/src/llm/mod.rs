@@ -5,8 +5,10 @@
 pub mod config;
 pub mod decoder;
 pub mod internlm2;
+pub mod kv_cache;
 pub mod loss;
 mod splice;
 
 pub use config::TextConfig;
 pub use decoder::{CausalLm, DecoderLayer, LlmNames};
+pub use kv_cache::{KvCache, LayerKv};

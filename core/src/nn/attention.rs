@@ -6,6 +6,7 @@
 //! burn's fused `module::attention`.
 
 use crate::error::Result;
+use crate::llm::kv_cache::LayerKv;
 use crate::nn::linear::Linear;
 use crate::nn::plan::PartPlan;
 use crate::nn::rope::apply_rotary;
@@ -144,21 +145,42 @@ impl<B: Backend> AttentionMask<B> {
         seq: usize,
         device: &B::Device,
     ) -> Self {
-        let mut bias = vec![0f32; batch * seq * seq];
+        Self::causal_after(0, attention_mask, window, batch, seq, device)
+    }
+
+    /// [`Self::causal`] for `seq` queries that follow `past` cached tokens: `[B, 1, seq,
+    /// past + seq]`, `attention_mask` `[B, past + seq]`. `None` when nothing is masked (one new
+    /// token per row and no padding or window edge), which spares the add.
+    pub fn causal_after(
+        past: usize,
+        attention_mask: Option<&[i64]>,
+        window: Option<usize>,
+        batch: usize,
+        seq: usize,
+        device: &B::Device,
+    ) -> Self {
+        let keys = past + seq;
+        let mut bias = vec![0f32; batch * seq * keys];
+        let mut any = false;
         for b in 0..batch {
             for q in 0..seq {
-                for k in 0..seq {
-                    let padded = attention_mask.is_some_and(|m| m[b * seq + k] == 0);
-                    let outside = window.is_some_and(|w| q >= k + w);
-                    if k > q || padded || outside {
-                        bias[(b * seq + q) * seq + k] = MASKED;
+                let at = past + q;
+                for k in 0..keys {
+                    let padded = attention_mask.is_some_and(|m| m[b * keys + k] == 0);
+                    let outside = window.is_some_and(|w| at >= k + w);
+                    if k > at || padded || outside {
+                        bias[(b * seq + q) * keys + k] = MASKED;
+                        any = true;
                     }
                 }
             }
         }
+        if !any && past > 0 {
+            return AttentionMask { bias: None };
+        }
         AttentionMask {
             bias: Some(Tensor::from_data(
-                TensorData::new(bias, [batch, 1, seq, seq]),
+                TensorData::new(bias, [batch, 1, seq, keys]),
                 device,
             )),
         }
@@ -280,9 +302,36 @@ impl<B: Backend> Attention<B> {
         query_scale: Option<&Tensor<B, 4>>,
         row_mask: Option<&Tensor<B, 3>>,
     ) -> Tensor<B, 3> {
+        self.attend(x, rope, mask, query_scale, row_mask, None)
+    }
+
+    /// [`Self::forward_with`] for tokens that follow those in `cache`, whose keys and values
+    /// it attends to as well and to which it appends its own; `mask` covers `[B, 1, T, past +
+    /// T]` ([`AttentionMask::causal_after`]).
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        rope: Option<(&Tensor<B, 3>, &Tensor<B, 3>)>,
+        mask: &AttentionMask<B>,
+        query_scale: Option<&Tensor<B, 4>>,
+        row_mask: Option<&Tensor<B, 3>>,
+        cache: &mut LayerKv<B>,
+    ) -> Tensor<B, 3> {
+        self.attend(x, rope, mask, query_scale, row_mask, Some(cache))
+    }
+
+    fn attend(
+        &self,
+        x: Tensor<B, 3>,
+        rope: Option<(&Tensor<B, 3>, &Tensor<B, 3>)>,
+        mask: &AttentionMask<B>,
+        query_scale: Option<&Tensor<B, 4>>,
+        row_mask: Option<&Tensor<B, 3>>,
+        cache: Option<&mut LayerKv<B>>,
+    ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (q, k, v) = self.project_masked(x, row_mask);
-        let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        let (mut q, mut k, mut v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         if let Some((cos, sin)) = rope {
             q = apply_rotary(q, cos, sin);
             k = apply_rotary(k, cos, sin);
@@ -291,12 +340,16 @@ impl<B: Backend> Attention<B> {
             let dtype = q.dtype();
             q = q * s.clone().cast(dtype);
         }
+        if let Some(cache) = cache {
+            (k, v) = cache.append(k, v);
+        }
+        let keys = k.dims()[2];
         let k = repeat_kv(k, self.num_heads / self.num_kv_heads);
         let v = repeat_kv(v, self.num_heads / self.num_kv_heads);
         let bias = mask
             .bias
             .clone()
-            .map(|m| m.expand([b, self.num_heads, t, t]));
+            .map(|m| m.expand([b, self.num_heads, t, keys]));
         let options = AttentionModuleOptions {
             scale: self.scale,
             softcap: None,

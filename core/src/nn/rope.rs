@@ -276,7 +276,20 @@ impl RotaryEmbedding {
         device: &B::Device,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let max_pos = positions.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
-        let inv = self.config.inv_freq(max_pos);
+        self.cos_sin_at(positions, max_pos, batch, seq, device)
+    }
+
+    /// [`Self::cos_sin`] with the frequencies of a `freq_len`-token sequence (for scalings
+    /// that depend on the length) instead of one past the largest position.
+    pub fn cos_sin_at<B: Backend>(
+        &self,
+        positions: &[i64],
+        freq_len: usize,
+        batch: usize,
+        seq: usize,
+        device: &B::Device,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let inv = self.config.inv_freq(freq_len);
         let (mut cos, mut sin) = tables(&inv, positions);
         let factor = self.config.attention_factor();
         if factor != 1.0 {
