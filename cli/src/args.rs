@@ -48,6 +48,10 @@ pub enum Command {
     /// Check a model family against Hugging Face transformers on fixture directories.
     Parity(ParityArgs),
 
+    /// Time the training step of a model's config (random weights) on a synthetic batch:
+    /// step time, tokens/s, peak memory, MFU on CUDA.
+    Bench(Box<crate::commands::bench::BenchArgs>),
+
     /// Fold a PEFT LoRA adapter into its base model and write a standalone model.
     Merge(MergeArgs),
 

@@ -171,6 +171,11 @@ pub struct TrainArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub bf16: Option<bool>,
 
+    /// Activation checkpointing (burn's: memory-bound ops are recomputed in the backward pass
+    /// instead of kept): less memory, somewhat slower steps.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub gradient_checkpointing: Option<bool>,
+
     /// Seed for shuffling, dropout and initialisation [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -269,6 +274,7 @@ impl TrainArgs {
             logging_steps,
             seed,
             bf16,
+            gradient_checkpointing,
             overwrite_output_dir,
             resume,
             config,

@@ -4,15 +4,42 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// The CPU backend (burn-flex: SIMD, multi-threaded GEMM, fused attention).
+/// The CPU backend (burn-flex: SIMD, multi-threaded GEMM, fused attention), chosen by
+/// measurement (docs/BENCHMARKS.md). The `cpu-ndarray` / `cpu-ndarray-openblas` cargo features
+/// swap in burn's ndarray backend for that comparison only.
+#[cfg(not(feature = "cpu-ndarray"))]
 pub type Cpu = burn::backend::Flex;
+/// The CPU backend: burn's ndarray (the `cpu-ndarray` feature, for backend comparisons).
+#[cfg(feature = "cpu-ndarray")]
+pub type Cpu = burn::backend::NdArray;
+
+/// What [`Cpu`] is, for reports.
+pub const CPU_BACKEND: &str = if cfg!(feature = "cpu-ndarray-openblas") {
+    "burn-ndarray + OpenBLAS"
+} else if cfg!(feature = "cpu-ndarray") {
+    "burn-ndarray (matrixmultiply)"
+} else {
+    "burn-flex"
+};
 /// The CPU backend with autodiff, for training.
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
+
+/// burn's activation checkpointing (`--gradient-checkpointing`): operations burn marks as
+/// memory-bound (element-wise ops, activations, norms' arithmetic) keep no output for the
+/// backward pass and are recomputed from their inputs then; compute-bound ones (matmuls) keep
+/// theirs. Less memory than [`CpuTrain`] at the cost of some recomputation; unlike HF's
+/// per-layer checkpointing it never recomputes a matmul.
+pub type Checkpointing = burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+/// [`CpuTrain`] with [`Checkpointing`].
+pub type CpuTrainCheckpointed = burn::backend::Autodiff<Cpu, Checkpointing>;
 
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
 #[cfg(feature = "cuda")]
 pub type CudaTrain = burn::backend::Autodiff<Cuda>;
+/// [`CudaTrain`] with [`Checkpointing`].
+#[cfg(feature = "cuda")]
+pub type CudaTrainCheckpointed = burn::backend::Autodiff<Cuda, Checkpointing>;
 
 /// A device as given to `--device`: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

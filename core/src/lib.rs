@@ -11,6 +11,7 @@
 //! - [`backend`]: the burn backends `lmms` runs on (CPU by default, CUDA behind `cuda`).
 
 pub mod backend;
+pub mod bench;
 pub mod collator;
 pub mod data;
 pub mod decode;

@@ -82,6 +82,8 @@ pub struct WeightStore {
     /// Every parameter built from this store.
     params: Mutex<HashMap<ParamId, ParamInfo>>,
     dtype: DType,
+    /// No files: every tensor asked for is made up (`lmms bench`, see [`crate::bench::random`]).
+    random: Option<crate::bench::random::RandomWeights>,
 }
 
 /// Where a parameter came from: its canonical name, its name and shape in the checkpoint file,
@@ -172,7 +174,21 @@ impl WeightStore {
             used: Mutex::new(BTreeSet::new()),
             params: Mutex::new(HashMap::new()),
             dtype,
+            random: None,
         })
+    }
+
+    /// A store without files that makes up every tensor a module asks for (random weights of
+    /// the asked shape; optional tensors are absent): for benchmarks of a config's shapes.
+    pub fn random(init: crate::bench::random::RandomWeights, dtype: DType) -> Self {
+        WeightStore {
+            files: Vec::new(),
+            entries: BTreeMap::new(),
+            used: Mutex::new(BTreeSet::new()),
+            params: Mutex::new(HashMap::new()),
+            dtype,
+            random: Some(init),
+        }
     }
 
     /// Replaces base tensors with those of `path` (a PEFT adapter's `modules_to_save` weights):
@@ -353,6 +369,9 @@ impl<'s> Vars<'s> {
         shape: [usize; D],
         device: &B::Device,
     ) -> Result<Tensor<B, D>> {
+        if let Some(random) = &self.store.random {
+            return Ok(self.cast(random.tensor(&self.name(leaf), shape, device)));
+        }
         let t = self.store.host(&self.name(leaf), &shape)?;
         Ok(self.to_device(TensorData::new(t.data, shape), device))
     }
@@ -366,6 +385,9 @@ impl<'s> Vars<'s> {
         d_out: usize,
         device: &B::Device,
     ) -> Result<Tensor<B, 2>> {
+        if let Some(random) = &self.store.random {
+            return Ok(self.cast(random.tensor(&self.name(leaf), [d_in, d_out], device)));
+        }
         let t = self.store.host(&self.name(leaf), &[d_out, d_in])?;
         let mut data = vec![0f32; t.data.len()];
         for o in 0..d_out {
@@ -447,7 +469,11 @@ impl<'s> Vars<'s> {
         data: TensorData,
         device: &B::Device,
     ) -> Tensor<B, D> {
-        let t = Tensor::<B, D>::from_data(data, device);
+        self.cast(Tensor::<B, D>::from_data(data, device))
+    }
+
+    /// A tensor in the store's dtype.
+    fn cast<B: Backend, const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D> {
         match self.store.dtype {
             DType::F32 => t,
             DType::Bf16 => t.cast(burn::tensor::DType::BF16),

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 mod chat;
 mod common;
 mod configs;
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 pub fn run(command: Command, verbose: u8) -> anyhow::Result<ExitCode> {
     match command {
         Command::SupportedModels(args) => supported_models::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Parity(args) => parity::run(&args, verbose > 0),
         Command::Merge(args) => merge::run(&args),

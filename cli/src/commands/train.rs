@@ -204,6 +204,7 @@ fn apply_training_flags(a: &TrainArgs, t: &mut RunConfig) {
     set!(a.logging_steps => t.logging_steps);
     set!(a.seed => t.seed);
     set!(a.bf16 => t.bf16);
+    set!(a.gradient_checkpointing => t.gradient_checkpointing);
     if a.max_steps.is_some() {
         t.max_steps = a.max_steps;
     }

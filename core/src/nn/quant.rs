@@ -43,12 +43,13 @@
 //! does the same). Backends are told apart at run time by `TypeId` (the layers are generic over
 //! any `Backend`); other backends take the plain path.
 
+use crate::backend::Checkpointing;
 use crate::error::{Error, Result};
 use crate::strategy::QuantKind;
 use crate::weights::{Vars, param_id};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::module::{Module, Param};
@@ -257,14 +258,27 @@ impl<B: Backend> Q4Weight<B> {
     pub fn matmul<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let meta = Meta::of(self, x.dtype());
         let (packed, scales) = (self.packed.val(), self.scales.val());
-        let x = match autodiff_matmul::<B, crate::backend::Cpu, D>(x, &packed, &scales, meta) {
+        type Cpu = crate::backend::Cpu;
+        let x = match autodiff_matmul::<B, Cpu, NoCheckpointing, D>(x, &packed, &scales, meta) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
+        let x = match autodiff_matmul::<B, Cpu, Checkpointing, D>(x, &packed, &scales, meta) {
             Ok(y) => return y,
             Err(x) => x,
         };
         #[cfg(feature = "cuda")]
-        let x = match autodiff_matmul::<B, crate::backend::Cuda, D>(x, &packed, &scales, meta) {
-            Ok(y) => return y,
-            Err(x) => x,
+        let x = {
+            type Cuda = crate::backend::Cuda;
+            let x = match autodiff_matmul::<B, Cuda, NoCheckpointing, D>(x, &packed, &scales, meta)
+            {
+                Ok(y) => return y,
+                Err(x) => x,
+            };
+            match autodiff_matmul::<B, Cuda, Checkpointing, D>(x, &packed, &scales, meta) {
+                Ok(y) => return y,
+                Err(x) => x,
+            }
         };
         let w = dequantize_tensor(packed, scales, meta);
         x.matmul(w.transpose().unsqueeze::<D>())
@@ -344,10 +358,13 @@ fn dequantize_tensor<B: Backend>(
 pub fn saves_packed_weight<B: Backend>() -> bool {
     let id = std::any::TypeId::of::<B>();
     #[cfg(feature = "cuda")]
-    if id == std::any::TypeId::of::<crate::backend::CudaTrain>() {
+    if id == std::any::TypeId::of::<crate::backend::CudaTrain>()
+        || id == std::any::TypeId::of::<crate::backend::CudaTrainCheckpointed>()
+    {
         return true;
     }
     id == std::any::TypeId::of::<crate::backend::CpuTrain>()
+        || id == std::any::TypeId::of::<crate::backend::CpuTrainCheckpointed>()
 }
 
 /// Moves a value to another type when both are the same type (a run-time check).
@@ -359,21 +376,21 @@ fn same_type<T: 'static, U: 'static>(t: T) -> std::result::Result<U, T> {
     }
 }
 
-/// The custom autodiff matmul when `B` is `Autodiff<IB>`; gives `x` back otherwise.
-fn autodiff_matmul<B: Backend, IB: Backend, const D: usize>(
+/// The custom autodiff matmul when `B` is `Autodiff<IB, C>`; gives `x` back otherwise.
+fn autodiff_matmul<B: Backend, IB: Backend, C: CheckpointStrategy, const D: usize>(
     x: Tensor<B, D>,
     packed: &Tensor<B, 1, Int>,
     scales: &Tensor<B, 2>,
     meta: Meta,
 ) -> std::result::Result<Tensor<B, D>, Tensor<B, D>> {
-    let x = same_type::<Tensor<B, D>, Tensor<Autodiff<IB>, D>>(x)?;
-    let packed = same_type::<_, Tensor<Autodiff<IB>, 1, Int>>(packed.clone())
+    let x = same_type::<Tensor<B, D>, Tensor<Autodiff<IB, C>, D>>(x)?;
+    let packed = same_type::<_, Tensor<Autodiff<IB, C>, 1, Int>>(packed.clone())
         .expect("same backend as x")
         .inner();
-    let scales = same_type::<_, Tensor<Autodiff<IB>, 2>>(scales.clone())
+    let scales = same_type::<_, Tensor<Autodiff<IB, C>, 2>>(scales.clone())
         .expect("same backend as x")
         .inner();
-    let y = q4_matmul_autodiff::<IB, D>(x, packed, scales, meta);
+    let y = q4_matmul_autodiff::<IB, C, D>(x, packed, scales, meta);
     Ok(same_type::<_, Tensor<B, D>>(y).expect("same backend as x"))
 }
 
@@ -406,12 +423,12 @@ impl<IB: Backend, const D: usize> Backward<IB, 1> for Q4MatmulBackward<D> {
     }
 }
 
-fn q4_matmul_autodiff<IB: Backend, const D: usize>(
-    x: Tensor<Autodiff<IB>, D>,
+fn q4_matmul_autodiff<IB: Backend, C: CheckpointStrategy, const D: usize>(
+    x: Tensor<Autodiff<IB, C>, D>,
     packed: Tensor<IB, 1, Int>,
     scales: Tensor<IB, 2>,
     meta: Meta,
-) -> Tensor<Autodiff<IB>, D> {
+) -> Tensor<Autodiff<IB, C>, D> {
     let x = x.into_primitive().tensor();
     let node = x.node.clone();
     let xi = Tensor::<IB, D>::from_primitive(TensorPrimitive::Float(x.primitive));
@@ -421,7 +438,7 @@ fn q4_matmul_autodiff<IB: Backend, const D: usize>(
         .into_primitive()
         .tensor();
     let out = match Q4MatmulBackward::<D>
-        .prepare::<NoCheckpointing>([node])
+        .prepare::<C>([node])
         .compute_bound()
         .stateful()
     {
@@ -513,6 +530,7 @@ mod tests {
         let w = random(d_in * d_out, 7);
         let q = Q4Weight::<CpuTrain>::from_host("w", &w, d_in, d_out, bs, &dev);
         assert!(saves_packed_weight::<CpuTrain>() && !saves_packed_weight::<Cpu>());
+        assert!(saves_packed_weight::<crate::backend::CpuTrainCheckpointed>());
         let x0 = Tensor::<CpuTrain, 3>::random([2, 3, d_in], Distribution::Default, &dev);
 
         let x = x0.clone().detach().require_grad();

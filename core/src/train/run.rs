@@ -45,6 +45,10 @@ pub struct RunConfig {
     /// Mixed precision: frozen weights and activations in bf16; what trains (LoRA, fully
     /// trained parts) keeps f32 weights and optimizer state.
     pub bf16: bool,
+    /// burn's activation checkpointing ([`crate::backend::Checkpointing`]): less activation
+    /// memory, some recomputation in the backward pass. Needs the run on a checkpointing
+    /// backend (`CpuTrainCheckpointed`, `CudaTrainCheckpointed`).
+    pub gradient_checkpointing: bool,
     #[serde(flatten)]
     pub optimizer: OptimizerConfig,
     #[serde(flatten)]
@@ -67,6 +71,7 @@ impl Default for RunConfig {
             eval_steps: None,
             seed: 42,
             bf16: false,
+            gradient_checkpointing: false,
             optimizer: OptimizerConfig::default(),
             collate: CollateOptions::default(),
         }
@@ -170,6 +175,11 @@ impl Metrics {
     }
 }
 
+/// Whether `B` is an autodiff backend with [`crate::backend::Checkpointing`].
+pub fn is_checkpointing<B: AutodiffBackend>() -> bool {
+    std::any::type_name::<B>().contains("BalancedCheckpointing")
+}
+
 /// Runs training of `family` on backend `B`.
 pub fn run<B: AutodiffBackend, F: FamilyModel>(
     family: &F,
@@ -183,6 +193,15 @@ where
     let started = Instant::now();
     let cfg = req.config;
     req.strategy.validate()?;
+    if cfg.gradient_checkpointing != is_checkpointing::<B>() {
+        return Err(Error::Unsupported(if cfg.gradient_checkpointing {
+            "gradient checkpointing needs the run on a checkpointing backend \
+             (DynFamily::train must pick CpuTrainCheckpointed / CudaTrainCheckpointed)"
+                .into()
+        } else {
+            "a checkpointing backend was picked but gradient_checkpointing is off".into()
+        }));
+    }
     if let PartStrategy::Qlora(q) = req.strategy.part(Part::Llm) {
         tracing::info!(
             "QLoRA: the LLM's frozen linear weights are held in 4 bits (blocks of {})",
