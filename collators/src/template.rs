@@ -106,6 +106,10 @@ pub enum ContentStyle {
     /// Typed parts: text split at each `<image>` / `<video>`, each piece trimmed, empty pieces
     /// dropped.
     Parts,
+    /// [`ContentStyle::Parts`] for the turns, a plain string for the system message, for
+    /// templates that read the system content as a string (Llama 3.2 Vision's
+    /// `messages[0]['content']|trim`, which would print a list's repr).
+    PartsTextSystem,
 }
 
 impl ContentStyle {
@@ -151,7 +155,12 @@ pub fn sample_messages(
                 }
                 Content::Text(t)
             }
-            ContentStyle::Parts => Content::Parts(split_parts(text)),
+            ContentStyle::PartsTextSystem if role == Role::System => {
+                Content::Text(text.to_string())
+            }
+            ContentStyle::Parts | ContentStyle::PartsTextSystem => {
+                Content::Parts(split_parts(text))
+            }
         };
         out.push(Message {
             role: role_str(role).to_string(),

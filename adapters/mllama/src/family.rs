@@ -119,8 +119,7 @@ impl FamilyModel for MllamaFamily {
     }
 
     fn collator(&self, dir: &ModelDir, options: &CollateOptions) -> Result<MllamaCollator> {
-        let _ = (dir, options);
-        Ok(MllamaCollator)
+        MllamaCollator::new(dir, self.config(dir)?, options)
     }
 
     fn inputs_to_tensors(&self, inputs: &MllamaInputs) -> Vec<(String, AnyTensor)> {

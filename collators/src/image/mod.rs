@@ -38,6 +38,7 @@ mod clip;
 mod config;
 mod llava_next;
 mod llava_onevision;
+pub mod mllama;
 pub mod phi3_v;
 pub mod qwen2_vl;
 pub mod qwen2_vl_video;
