@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The Debian packages lmms builds against (FFmpeg for video frames, clang for its bindings).
+# The Debian packages lmms builds against (FFmpeg for video frames, clang for its bindings),
+# and Chromium with chromedriver, which the web UI's browser test (tests/serve_browser.rs) drives.
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
-PACKAGES=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev)
+PACKAGES=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
+    chromium chromium-driver)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

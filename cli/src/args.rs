@@ -62,6 +62,9 @@ pub enum Command {
     /// interactive.
     Chat(ChatArgs),
 
+    /// A web UI on this machine: start and follow training runs, chat with models and runs.
+    Serve(ServeArgs),
+
     /// Ready-made training configs per model and strategy (`list`, `copy NAME DIR`).
     #[command(subcommand)]
     Configs(ConfigsCommand),
@@ -351,6 +354,33 @@ pub struct ChatArgs {
     /// Device to run on.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceSpec,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "The page trains (model, data, strategy, hyper-parameters; live loss \
+    chart, log and ETA; stop) and chats (streamed answers, image upload) with a model or a \
+    finished run. Every path it uses must be inside --workspace.\n\n\
+    Examples:\n  \
+    lmms serve --workspace ~/finetune\n  \
+    lmms serve --host 0.0.0.0 --port 8080 --token \"$(openssl rand -hex 16)\"")]
+pub struct ServeArgs {
+    /// The address to listen on. Anything but a loopback address needs --token.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub host: String,
+
+    /// The port (0: any free port; the URL printed says which).
+    #[arg(long, default_value_t = 7860, value_name = "N")]
+    pub port: u16,
+
+    /// The directory the page may read and write: models, data, outputs, uploads
+    /// [default: the current directory].
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+
+    /// A secret every API request must carry (header `Authorization: Bearer T` or `?token=T`;
+    /// the printed URL has it). Also read from LMMS_SERVE_TOKEN. At least 8 characters.
+    #[arg(long, value_name = "T")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ mod args;
 mod builtin;
 mod commands;
 mod plugins;
+mod serve;
 mod train_args;
 
 use clap::Parser;

@@ -10,6 +10,7 @@ mod inspect;
 mod merge;
 mod parity;
 mod plugins;
+mod serve;
 mod supported_models;
 mod train;
 
@@ -25,6 +26,7 @@ pub fn run(command: Command, verbose: u8) -> anyhow::Result<ExitCode> {
         Command::Merge(args) => merge::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Chat(args) => chat::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Configs(c) => configs::run(&c),
         Command::Data(args) => data::run(&args),
         Command::Plugins(PluginsCommand::List(args)) => plugins::run(&args),
