@@ -90,3 +90,33 @@ fn qwen2_vl_answers_about_an_image_over_two_turns() {
     assert!(text_only.status.success());
     assert!(prompt_tokens(&out) > prompt_tokens(&text_only));
 }
+
+/// The families whose image prompts are not a single placeholder run: XComposer2 (image rows
+/// with Partial-LoRA, then text) and Qwen-VL (`<img>` spans); both answer with the KV cache.
+#[test]
+fn xcomposer2_and_qwen_vl_answer_about_an_image() {
+    let image = root().join("example_data/images/cat.png");
+    for model in ["tiny-xcomposer2", "tiny-qwen-vl"] {
+        let with = chat_with(
+            model,
+            &["--image", image.to_str().unwrap(), "-m", "What is this?"],
+        );
+        let err = String::from_utf8_lossy(&with.stderr);
+        assert!(with.status.success(), "{model}: {err}");
+        assert!(err.contains("tokens/s"), "{model}: {err}");
+        let without = chat_with(model, &["-m", "What is this?"]);
+        assert!(without.status.success(), "{model}");
+        assert!(
+            prompt_tokens(&with) > prompt_tokens(&without),
+            "{model}: {} vs {}",
+            prompt_tokens(&with),
+            prompt_tokens(&without)
+        );
+        // Greedy decoding is deterministic.
+        let again = chat_with(
+            model,
+            &["--image", image.to_str().unwrap(), "-m", "What is this?"],
+        );
+        assert_eq!(with.stdout, again.stdout, "{model}");
+    }
+}

@@ -120,6 +120,12 @@ impl XComposer2Collator {
 
     /// `conv2text`: the conversation as one string, image placeholders kept.
     pub fn text(&self, sample: &Sample) -> String {
+        self.render(sample, false)
+    }
+
+    /// [`Self::text`], or with `generation_prompt` the turns then the assistant header the
+    /// reply follows (no `</s>`), as the remote code's `chat` builds its prompt.
+    fn render(&self, sample: &Sample, generation_prompt: bool) -> String {
         let mut text = String::new();
         if let Some(system) = &sample.system {
             text += &format!("{BEGIN}system\n{}{END}\n", system.trim());
@@ -132,7 +138,11 @@ impl XComposer2Collator {
             };
             text += &format!("{BEGIN}{role}\n{}{END}\n", turn.content.trim());
         }
-        text += EOS;
+        if generation_prompt {
+            text += &format!("{BEGIN}assistant\n");
+        } else {
+            text += EOS;
+        }
         if sample.images.len() == 1 && !text.contains(IMAGE_PLACEHOLDER) {
             text.insert_str(0, IMAGE_PLACEHOLDER);
         }
@@ -153,12 +163,29 @@ impl XComposer2Collator {
 
     /// Tokenizes and labels one sample (no length limit).
     pub fn encode(&self, sample: &Sample) -> Result<XEncoded> {
+        let (tokens, im_mask) = self.tokenize(sample, false)?;
+        let labels = self.mask_human_targets(&tokens);
+        if labels.iter().all(|&l| l == IGNORE_INDEX) {
+            return Err(sample.origin.error("has no assistant reply to train on"));
+        }
+        let input_ids = tokens.iter().map(|&t| t.max(0)).collect();
+        Ok(XEncoded {
+            input_ids,
+            labels,
+            im_mask,
+            images: sample.images.clone(),
+        })
+    }
+
+    /// The rendered sample's tokens (-100 at image rows, as `interleav_wrap`'s `img_target`)
+    /// and image rows.
+    fn tokenize(&self, sample: &Sample, generation_prompt: bool) -> Result<(Vec<i64>, Vec<i64>)> {
         if !sample.videos.is_empty() {
             return Err(sample
                 .origin
                 .error("has a video, but InternLM-XComposer2-VL takes images only"));
         }
-        let text = self.text(sample);
+        let text = self.render(sample, generation_prompt);
         let parts: Vec<&str> = text.split(IMAGE_PLACEHOLDER).collect();
         if parts.len() - 1 != sample.images.len() {
             return Err(sample.origin.error(format!(
@@ -184,17 +211,22 @@ impl XComposer2Collator {
                 im_mask.resize(tokens.len(), 1);
             }
         }
-        let labels = self.mask_human_targets(&tokens);
-        if labels.iter().all(|&l| l == IGNORE_INDEX) {
-            return Err(sample.origin.error("has no assistant reply to train on"));
+        Ok((tokens, im_mask))
+    }
+
+    /// Pixels `[N, 3, S, S]` of `images`, or `None` without any.
+    fn pixels(&self, images: &[(&Sample, &PathBuf)]) -> Result<Option<HostTensor<f32>>> {
+        let mut pixels = Vec::new();
+        for (sample, path) in images {
+            let img =
+                load_image(path).map_err(|err| sample.origin.media_error("image", path, &err))?;
+            self.processor.process_into(&img, &mut pixels);
         }
-        let input_ids = tokens.iter().map(|&t| t.max(0)).collect();
-        Ok(XEncoded {
-            input_ids,
-            labels,
-            im_mask,
-            images: sample.images.clone(),
-        })
+        let s = self.processor.size;
+        Ok((!images.is_empty()).then(|| HostTensor {
+            shape: vec![images.len(), 3, s, s],
+            data: pixels,
+        }))
     }
 
     /// `mask_human_targets` for one row.
@@ -263,35 +295,49 @@ impl Collator for XComposer2Collator {
         let tokens = Tokens::right_padded(&rows, i64::from(self.pad_id));
         let (b, t) = (tokens.batch(), tokens.seq());
         let mut im_mask = vec![0i64; b * t];
-        let mut pixels = Vec::new();
-        let mut n_images = 0;
+        let mut images = Vec::new();
         for (r, (sample, e)) in kept.iter().enumerate() {
             im_mask[r * t..r * t + e.im_mask.len()].copy_from_slice(&e.im_mask);
-            for path in &e.images {
-                let img = load_image(path)
-                    .map_err(|err| sample.origin.media_error("image", path, &err))?;
-                self.processor.process_into(&img, &mut pixels);
-                n_images += 1;
-            }
+            images.extend(e.images.iter().map(|p| (*sample, p)));
         }
-        let shape = vec![b, t];
-        let tensor = |data| HostTensor {
-            shape: shape.clone(),
-            data,
-        };
-        let s = self.processor.size;
         Ok((
             Some(XComposer2Inputs {
                 tokens,
-                im_mask: Some(tensor(im_mask)),
-                images: (n_images > 0).then(|| HostTensor {
-                    shape: vec![n_images, 3, s, s],
-                    data: pixels,
+                im_mask: Some(HostTensor {
+                    shape: vec![b, t],
+                    data: im_mask,
                 }),
+                images: self.pixels(&images)?,
                 inputs_embeds: None,
             }),
             skipped,
         ))
+    }
+
+    fn prompt(&self, conversation: &Sample) -> Result<XComposer2Inputs> {
+        let (tokens, im_mask) = self.tokenize(conversation, true)?;
+        let n = tokens.len();
+        let ids: Vec<i64> = tokens.iter().map(|&t| t.max(0)).collect();
+        let labels = vec![IGNORE_INDEX; n];
+        let tokens = Tokens::right_padded(&[(ids.as_slice(), labels.as_slice())], 0);
+        let images: Vec<(&Sample, &PathBuf)> = conversation
+            .images
+            .iter()
+            .map(|p| (conversation, p))
+            .collect();
+        Ok(XComposer2Inputs {
+            tokens,
+            im_mask: Some(HostTensor {
+                shape: vec![1, n],
+                data: im_mask,
+            }),
+            images: self.pixels(&images)?,
+            inputs_embeds: None,
+        })
+    }
+
+    fn stop_ids(&self) -> Vec<u32> {
+        vec![self.end_id, self.eos_id]
     }
 
     fn num_tokens(&self, sample: &Sample) -> Result<usize> {

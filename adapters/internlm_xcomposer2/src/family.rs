@@ -8,6 +8,7 @@ use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::burn::tensor::{Tensor, TensorData};
 use lmms_core::collator::CollateOptions;
 use lmms_core::error::{Error, Result};
+use lmms_core::llm::KvCache;
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};
 use lmms_core::strategy::Part;
@@ -161,6 +162,61 @@ impl FamilyModel for XComposer2Family {
         inputs: &XComposer2Inputs,
         device: &B::Device,
     ) -> Result<Tensor<B, 3>> {
+        let (embeds, im_mask) = Self::embeds(model, inputs, device)?;
+        let t = &inputs.tokens;
+        let positions = t.default_positions();
+        let attention = t.attention_mask.as_ref().map(|m| m.data.as_slice());
+        Ok(if im_mask.iter().any(|&m| m != 0) {
+            model
+                .model
+                .forward_embeds_masked(embeds, &positions, attention, &im_mask)
+        } else {
+            model.model.forward_embeds(embeds, &positions, attention)
+        })
+    }
+
+    /// The prompt with its image rows (PLoRA on them) once; generated tokens are text rows.
+    fn prefill<B: Backend>(
+        &self,
+        model: &XComposer2<B>,
+        inputs: &XComposer2Inputs,
+        device: &B::Device,
+    ) -> Result<Option<(Tensor<B, 2>, KvCache<B>)>> {
+        let (embeds, im_mask) = Self::embeds(model, inputs, device)?;
+        let t = &inputs.tokens;
+        let lm = &model.model;
+        let positions = t.default_positions();
+        let rope = lm.rope.cos_sin::<B>(&positions, t.batch(), t.seq(), device);
+        let attention = t.attention_mask.as_ref().map(|m| m.data.as_slice());
+        let mut cache = lm.new_cache(t.batch());
+        let rows = im_mask
+            .iter()
+            .any(|&m| m != 0)
+            .then_some(im_mask.as_slice());
+        let logits = lm.forward_cached(embeds, rope, attention, None, rows, &mut cache);
+        cache.continue_after(&positions, t.seq());
+        Ok(Some((logits, cache)))
+    }
+
+    fn decode<B: Backend>(
+        &self,
+        model: &XComposer2<B>,
+        ids: &[i64],
+        cache: &mut KvCache<B>,
+        _device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        Ok(model.model.decode(ids, cache))
+    }
+}
+
+impl XComposer2Family {
+    /// The input embeddings (images spliced in, or the given `inputs_embeds`) and the image
+    /// rows (`im_mask`, `[B, T]`).
+    fn embeds<B: Backend>(
+        model: &XComposer2<B>,
+        inputs: &XComposer2Inputs,
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 3>, Vec<i64>)> {
         let t = &inputs.tokens;
         let (b, s) = (t.batch(), t.seq());
         let zeros = vec![0i64; b * s];
@@ -198,14 +254,6 @@ impl FamilyModel for XComposer2Family {
                 model.splice(t, im_mask, features, device)?
             }
         };
-        let positions = t.default_positions();
-        let attention = t.attention_mask.as_ref().map(|m| m.data.as_slice());
-        Ok(if im_mask.iter().any(|&m| m != 0) {
-            model
-                .model
-                .forward_embeds_masked(embeds, &positions, attention, im_mask)
-        } else {
-            model.model.forward_embeds(embeds, &positions, attention)
-        })
+        Ok((embeds, im_mask.clone()))
     }
 }

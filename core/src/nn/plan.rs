@@ -18,6 +18,9 @@ pub struct AdapterWeights {
     /// The LoRA tensors.
     pub store: WeightStore,
     pub config: LoraConfig,
+    /// `config` as a loaded adapter runs: PEFT's eval mode, no dropout (burn's dropout acts on
+    /// any autodiff backend, where `lmms parity` takes gradients).
+    pub eval_config: LoraConfig,
     /// Files whose other tensors replace base weights (`modules_to_save`, and the
     /// `non_lora_trainables.safetensors` lmms writes), with the rules that name them.
     pub overrides: Vec<(std::path::PathBuf, KeyRules)>,
@@ -55,6 +58,10 @@ impl AdapterWeights {
         }
         Ok(AdapterWeights {
             store,
+            eval_config: LoraConfig {
+                dropout: 0.0,
+                ..config.clone()
+            },
             config,
             overrides,
         })
@@ -197,7 +204,7 @@ impl<'a> PartPlan<'a> {
     pub fn from_adapter(a: &'a AdapterWeights, registry: &'a LoraRegistry) -> Self {
         PartPlan {
             trainable: false,
-            lora: Some(&a.config),
+            lora: Some(&a.eval_config),
             adapter: Some(&a.store),
             registry: Some(registry),
             runtime_name: None,
