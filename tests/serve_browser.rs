@@ -1,8 +1,9 @@
 //! `lmms serve` in a real browser: headless Chromium, driven through chromedriver, fills the
 //! training form on a workspace holding the tiny LLaVA and its dataset, starts a LoRA run,
 //! watches the step counter and the loss chart reach the end, then chats with the trained
-//! adapter (an uploaded image, a streamed answer, tokens/s). A path that leaves the
-//! workspace is refused in the page. The page is screenshotted at the end
+//! adapter (an uploaded image, a streamed answer, tokens/s). Before that, a path that leaves
+//! the workspace is refused in the page, and a long run is stopped with the Stop button (a
+//! checkpoint, no temporary files left). The page is screenshotted at the end
 //! (`$CARGO_TARGET_TMPDIR/serve.png`, and `$LMMS_SERVE_SCREENSHOT` when set).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (scripts/install-deps.sh installs them);
@@ -213,8 +214,44 @@ async fn scenario(c: &Client, url: &str, workspace: &Path, timings: &mut Vec<Str
     let msg = msg.as_str().unwrap();
     assert!(msg.contains("`..` is not allowed"), "{msg}");
 
-    // The tiny run: LoRA r 8 on the LLM, constant lr, a fixed number of steps.
+    // A long run, stopped from the page: it ends with a checkpoint and nothing half-written.
     fill(c, "t-data", "data/llava_dataset.json").await?;
+    fill(c, "t-output", "output/stopped-run").await?;
+    fill(c, "t-steps", "100000").await?;
+    click(c, "t-start").await?;
+    wait_js(
+        c,
+        "the long run's first steps",
+        Duration::from_secs(120),
+        "return Number(document.getElementById('chart').dataset.points) >= 3;",
+    )
+    .await?;
+    let t_stop = Instant::now();
+    click(c, "t-stop").await?;
+    let status = wait_js(
+        c,
+        "the stopped run",
+        Duration::from_secs(60),
+        "const s = document.getElementById('t-status').textContent;          return ['stopped', 'failed', 'finished'].includes(s) ? s : '';",
+    )
+    .await?;
+    timings.push(format!("stop: {:.1} s", t_stop.elapsed().as_secs_f64()));
+    assert_eq!(status, json!("stopped"), "{}", text_of(c, "t-log").await?);
+    let message = text_of(c, "t-message").await?;
+    assert!(message.contains("checkpoint"), "{message}");
+    let stopped = workspace.join("output/stopped-run");
+    let entries: Vec<String> = std::fs::read_dir(&stopped)
+        .map_err(err)?
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        entries.iter().any(|n| n.starts_with("checkpoint-")),
+        "{entries:?}"
+    );
+    assert!(!entries.iter().any(|n| n.starts_with('.')), "{entries:?}");
+    assert!(!stopped.join("adapter_config.json").exists());
+
+    // The tiny run: LoRA r 8 on the LLM, constant lr, a fixed number of steps.
     fill(c, "t-output", "output/tiny-run").await?;
     fill(c, "t-steps", &STEPS.to_string()).await?;
     fill(c, "t-lr", "3e-2").await?;
@@ -241,9 +278,12 @@ async fn scenario(c: &Client, url: &str, workspace: &Path, timings: &mut Vec<Str
              Number(document.getElementById('chart').dataset.points)];",
         )
         .await?;
-        seen_points.insert(s[1].as_u64().unwrap_or(0));
         let status = s[0].as_str().unwrap_or_default().to_string();
-        if !["idle", "running", "stopping"].contains(&status.as_str()) {
+        if status != "starting" {
+            // (While starting, the chart still shows the stopped run.)
+            seen_points.insert(s[1].as_u64().unwrap_or(0));
+        }
+        if !["starting", "running", "stopping"].contains(&status.as_str()) {
             break status;
         }
         if Instant::now() > deadline {

@@ -119,6 +119,7 @@ async function loadInfo() {
     if (!$("t-data").value && catalog.datasets.length) $("t-data").value = catalog.datasets[0].value;
     if (!$("c-model").value && catalog.models.length) $("c-model").value = catalog.models[0].value;
     suggestOutputDir();
+    fillRuns(info.jobs);
     return info;
   } catch (e) {
     $("conn").textContent = "offline";
@@ -216,16 +217,18 @@ async function startTraining(ev) {
     show($("t-error"), e.message);
     return;
   }
-  $("t-start").disabled = true;
+  const before = train.status;
+  setStatus("starting");
   $("t-start").textContent = "Checking…";
   try {
     const res = await postJson("api/train", form);
     const { id } = await res.json();
     $("t-output").dataset.touched = "";
     attachRun(id, true);
+    loadInfo();
   } catch (e) {
     show($("t-error"), e.message);
-    $("t-start").disabled = false;
+    setStatus(before);
   } finally {
     $("t-start").textContent = "Start training";
   }
@@ -237,9 +240,22 @@ function setStatus(status) {
   badge.textContent = status;
   badge.className = "badge " + status;
   const active = status === "running" || status === "stopping";
-  $("t-start").disabled = active;
+  $("t-start").disabled = active || status === "starting";
   $("t-stop").disabled = !active;
   $("t-stop").textContent = status === "stopping" ? "Force stop" : "Stop";
+}
+
+function fillRuns(jobs) {
+  const sel = $("t-runs");
+  if (!jobs.length) return;
+  sel.replaceChildren(...jobs.slice().reverse().map((j) => {
+    const o = document.createElement("option");
+    o.value = String(j.info.id);
+    o.textContent = "#" + j.info.id + " " + j.info.output_dir + " · " + j.status +
+      " · " + j.step + "/" + j.total;
+    return o;
+  }));
+  if (train.id != null) sel.value = String(train.id);
 }
 
 function attachRun(id, fresh) {
@@ -290,8 +306,8 @@ function applyUpdate(u) {
   $("t-bar").style.width = (u.total ? Math.min(100, (100 * u.step) / u.total) : 0) + "%";
   $("t-loss").textContent = fmtNum(u.loss);
   $("t-lrnow").textContent = fmtNum(u.lr, 3);
-  $("t-elapsed").textContent = fmtDuration(u.elapsed);
-  $("t-eta").textContent = u.status === "running" ? fmtDuration(u.eta) : "–";
+  train.clock = { elapsed: u.elapsed, eta: u.eta, at: performance.now(), status: u.status };
+  tickClock();
   drawChart();
   const ended = !(u.status === "running" || u.status === "stopping");
   if (ended) {
@@ -303,6 +319,16 @@ function applyUpdate(u) {
     if (u.status === "failed") show($("t-error"), u.message);
     loadInfo();
   }
+}
+
+// Elapsed time and ETA keep moving between updates (a step of a large model takes a while).
+function tickClock() {
+  const c = train.clock;
+  if (!c) return;
+  const running = c.status === "running";
+  const since = running ? (performance.now() - c.at) / 1000 : 0;
+  $("t-elapsed").textContent = fmtDuration(c.elapsed + since);
+  $("t-eta").textContent = running && c.eta != null ? fmtDuration(Math.max(0, c.eta - since)) : "–";
 }
 
 async function stopTraining() {
@@ -355,10 +381,15 @@ function drawChart() {
   const ctx = canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
-  const trainPts = train.metrics.filter((m) => m.split === "train" && isFinite(m.loss));
+  let trainPts = train.metrics.filter((m) => m.split === "train" && isFinite(m.loss));
+  canvas.dataset.points = String(trainPts.length);
+  // Long runs: about two points per pixel are enough (the last one always kept).
+  const stride = Math.ceil(trainPts.length / (2 * w));
+  if (stride > 1) {
+    trainPts = trainPts.filter((_, i) => i % stride === 0 || i === trainPts.length - 1);
+  }
   const evalPts = train.metrics.filter((m) => m.split === "eval" && isFinite(m.loss));
   const lrPts = trainPts.filter((m) => m.lr != null);
-  canvas.dataset.points = String(trainPts.length);
   const pad = { l: 52, r: 56, t: 12, b: 28 };
   const pw = w - pad.l - pad.r, ph = h - pad.t - pad.b;
   ctx.font = "11px system-ui, sans-serif";
@@ -673,9 +704,14 @@ async function init() {
   $("c-file").addEventListener("change", attachFiles);
   $("c-clear").addEventListener("click", clearChat);
   $("c-adapter").addEventListener("change", onAdapterChange);
+  $("t-runs").addEventListener("change", () => {
+    const id = Number($("t-runs").value);
+    if (id && id !== train.id) attachRun(id, false);
+  });
   $("chart").addEventListener("mousemove", chartHover);
   $("chart").addEventListener("mouseleave", () => $("tooltip").classList.add("hidden"));
   window.addEventListener("resize", drawChart);
+  setInterval(tickClock, 1000);
   updateLoraFields();
   drawChart();
   const info = await loadInfo();
