@@ -29,10 +29,8 @@ pub static MLLAMA: FamilyDescriptor = FamilyDescriptor {
         ),
     ],
     modalities: &[M::Image, M::MultiImage, M::TextOnly],
-    strategies: &[S::Full, S::Lora, S::VisionFull, S::VisionLora],
-    status: Status::ParityOnly {
-        note: "the model matches transformers; the collator is not there yet",
-    },
+    strategies: &[S::Full, S::Lora, S::Qlora, S::VisionFull, S::VisionLora],
+    status: Status::Implemented,
     crate_name: env!("CARGO_PKG_NAME"),
     runtime: Some(&MLLAMA_RUNTIME),
 };
