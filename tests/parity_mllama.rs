@@ -1,7 +1,8 @@
 //! `lmms parity` on the Llama-3.2-Vision (Mllama) fixtures (`tools/fixtures/mllama.py`): one
 //! image of two tiles with LoRA on the LLM's self- and cross-attention and the vision tower's
 //! attention; and a batch of a two-image row next to a padded text-only row (empty image slots,
-//! HF's full-text-row masking) with LoRA on all of the LLM's linears.
+//! HF's full-text-row masking) with LoRA on all of the LLM's linears; and the first one with the
+//! hub's older config keys and transformers 5's in-memory weight names.
 
 use assert_cmd::Command;
 use predicates::prelude::*;
@@ -41,4 +42,9 @@ fn mllama_two_images_and_a_text_only_row() {
         text.contains("language_model.layers.3.mlp.down_proj.lora_B.weight"),
         "{text}"
     );
+}
+
+#[test]
+fn mllama_hub_rope_keys_and_transformers5_weight_names() {
+    parity("mllama-old-config");
 }
