@@ -34,7 +34,7 @@ impl Drop for Killed {
 /// `env` if set, else the first of `names` found in /usr/bin or on PATH.
 fn find_tool(env: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs: Vec<PathBuf> = std::iter::once(PathBuf::from("/usr/bin"))
@@ -457,8 +457,28 @@ async fn train_and_chat_in_the_browser() {
         .connect(&driver_url)
         .await
         .expect("a Chromium session through chromedriver");
-    let mut timings = Vec::new();
-    let result = scenario(&client, &url, &workspace, &mut timings).await;
+    // The scenario runs in its own task so that a failed assertion still lets the browser
+    // session close below (chromedriver then ends Chromium).
+    let task = {
+        let (client, workspace) = (client.clone(), workspace.clone());
+        tokio::spawn(async move {
+            let mut timings = Vec::new();
+            let result = scenario(&client, &url, &workspace, &mut timings).await;
+            (result, timings)
+        })
+    };
+    let (result, mut timings) = match task.await {
+        Ok(done) => done,
+        Err(e) => {
+            let panic = e.into_panic();
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            (Err(format!("assertion failed: {message}")), vec![])
+        }
+    };
     // The page as the scenario left it (also on failure, for a look), whole.
     let height = client
         .execute(

@@ -77,10 +77,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = routes::router(state.clone(), access);
     tokio::select! {
         r = axum::serve(listener, app) => r?,
-        _ = tokio::signal::ctrl_c() => {
+        _ = shutdown_signal() => {
             eprintln!("stopping: active training runs write a checkpoint first");
             state.jobs.stop_all(training::STOP_GRACE + Duration::from_secs(5)).await;
         }
     }
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (a service manager stopping the server).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
