@@ -193,7 +193,7 @@ fn walk(ws: &Workspace, dir: &Path, depth: usize, budget: &mut usize, cat: &mut 
             if depth < MAX_DEPTH && !SKIP_DIRS.contains(&name.as_str()) {
                 walk(ws, &path, depth + 1, budget, cat);
             }
-        } else if ft.is_file() && is_dataset_name(&name) {
+        } else if ft.is_file() && is_dataset_name(&name) && looks_like_dataset(&path) {
             let rel = ws.relative(&path);
             cat.datasets.push(Choice {
                 label: rel.clone(),
@@ -210,6 +210,35 @@ fn is_dataset_name(name: &str) -> bool {
     name.ends_with(".json")
         || name.ends_with(".jsonl")
         || (name.ends_with(".txt") && name.contains("data"))
+}
+
+/// Whether a file's beginning has what lmms datasets have: turns (`conversations` /
+/// `messages`), Alpaca's `instruction`, or a data.txt mixture line (`<file>.json <count>`).
+fn looks_like_dataset(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(8192);
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    if file.take(8192).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    let text = String::from_utf8_lossy(&head);
+    if path.extension().is_some_and(|e| e == "txt") {
+        return text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .is_some_and(|l| {
+                let mut parts = l.split_whitespace();
+                let file = parts.next().unwrap_or("");
+                (file.ends_with(".json") || file.ends_with(".jsonl"))
+                    && parts.next().is_some_and(|n| n.parse::<f64>().is_ok())
+            });
+    }
+    ["\"conversations\"", "\"messages\"", "\"instruction\""]
+        .iter()
+        .any(|k| text.contains(k))
 }
 
 fn read_run(ws: &Workspace, dir: &Path) -> Run {
@@ -262,8 +291,10 @@ mod tests {
         fs::write(p.join("models/tiny/config.json"), "{}").unwrap();
         fs::write(p.join("models/tiny/model.safetensors"), "").unwrap();
         fs::write(p.join("models/tiny/tokenizer.json"), "{}").unwrap();
-        fs::write(p.join("train.json"), "[]").unwrap();
-        fs::write(p.join("notes.txt"), "").unwrap();
+        fs::write(p.join("train.json"), "[{\"conversations\": []}]").unwrap();
+        fs::write(p.join("meta.json"), "{\"family\": \"llava\"}").unwrap();
+        fs::write(p.join("data.txt"), "# mix\ntrain.json 0.5\n").unwrap();
+        fs::write(p.join("mydata.txt"), "just notes\n").unwrap();
         fs::create_dir_all(p.join("out/run1")).unwrap();
         fs::write(
             p.join("out/run1/lmms_train_config.toml"),
@@ -282,7 +313,7 @@ mod tests {
         let cat = scan(&ws);
         let values = |l: &[Choice]| l.iter().map(|c| c.value.clone()).collect::<Vec<_>>();
         assert!(values(&cat.models).contains(&"models/tiny".to_string()));
-        assert_eq!(values(&cat.datasets), vec!["train.json".to_string()]);
+        assert_eq!(values(&cat.datasets), vec!["data.txt", "train.json"]);
         assert_eq!(cat.runs.len(), 1);
         let r = &cat.runs[0];
         assert_eq!(
