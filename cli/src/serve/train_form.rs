@@ -108,10 +108,9 @@ impl TrainForm {
     /// Checks everything that can be checked without reading the data.
     pub fn plan(&self, ws: &Workspace) -> ApiResult<TrainPlan> {
         let model = check_model(ws, &self.model)?;
-        if let ModelChoice::Id(_) = model {
-            // Found in the local Hugging Face cache, or the error says how to get it.
-            super::catalog::open_model(&model)?;
-        }
+        // A family that loads it, and for an id a copy in the local Hugging Face cache; or
+        // the error that says what is wrong, before anything starts.
+        super::catalog::open_model(&model)?;
         let data = ws.existing("data file", &self.data, Kind::File)?;
         let image_folder = match self.image_folder.as_deref().map(str::trim) {
             Some(f) if !f.is_empty() => Some(ws.existing("image folder", f, Kind::Dir)?),
@@ -337,7 +336,17 @@ mod tests {
     fn workspace() -> (tempfile::TempDir, Workspace) {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("m")).unwrap();
-        fs::write(d.path().join("m/config.json"), "{}").unwrap();
+        fs::write(
+            d.path().join("m/config.json"),
+            r#"{"architectures": ["LlavaForConditionalGeneration"]}"#,
+        )
+        .unwrap();
+        fs::create_dir_all(d.path().join("unknown")).unwrap();
+        fs::write(
+            d.path().join("unknown/config.json"),
+            r#"{"model_type": "nothing-we-know"}"#,
+        )
+        .unwrap();
         fs::write(d.path().join("d.json"), "[]").unwrap();
         let ws = Workspace::new(d.path()).unwrap();
         (d, ws)
@@ -367,6 +376,8 @@ mod tests {
         assert!(e.message.contains("`..`"), "{}", e.message);
         let e = form("nope", "d.json", "out").plan(&ws).unwrap_err();
         assert!(e.message.contains("registered model id"), "{}", e.message);
+        let e = form("unknown", "d.json", "out").plan(&ws).unwrap_err();
+        assert!(e.message.contains("no registered family"), "{}", e.message);
         let e = form("m", "d.json", "/elsewhere").plan(&ws).unwrap_err();
         assert!(e.message.contains("outside the workspace"), "{}", e.message);
         let mut f = form("m", "d.json", "out");
