@@ -178,7 +178,7 @@ fn broken_data_fails_naming_file_and_sample() {
 }
 
 #[test]
-fn planned_family_models_are_refused_but_a_tokenizer_dir_works() {
+fn registered_models_without_weights_are_refused_but_a_tokenizer_dir_works() {
     lmms()
         .current_dir(root())
         .args([
@@ -191,7 +191,7 @@ fn planned_family_models_are_refused_but_a_tokenizer_dir_works() {
         ])
         .assert()
         .failure()
-        .stderr(predicate::str::contains("not implemented yet"));
+        .stderr(predicate::str::contains("no local copy"));
     lmms()
         .args(["data", "check", "--help"])
         .assert()

@@ -334,4 +334,51 @@ mod tests {
             repo.join("snapshots/bbb")
         );
     }
+
+    /// A planned (or parity-only) family is refused by id and by local directory before any
+    /// file is looked for. (No built-in family is planned any more, so the CLI cannot show it.)
+    #[test]
+    fn planned_families_are_not_implemented() {
+        use crate::family::{FamilyDescriptor, Modality, ModelEntry, Status, StrategyKind};
+        use crate::registry::Origin;
+        static PLANNED: FamilyDescriptor = FamilyDescriptor {
+            id: "fam_planned",
+            name: "Planned",
+            architectures: &["PlannedForConditionalGeneration"],
+            model_types: &["planned"],
+            models: &[ModelEntry::new("planned-7b", "org/Planned-7B")],
+            modalities: &[Modality::Image],
+            strategies: &[StrategyKind::Lora],
+            status: Status::Planned { note: "later" },
+            crate_name: "test",
+            runtime: None,
+        };
+        let registry = Registry::from_families(vec![RegisteredFamily {
+            descriptor: &PLANNED,
+            origin: Origin::Linked { crate_name: "test" },
+        }])
+        .unwrap();
+        let err = resolve_model(&registry, "planned-7b", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`planned-7b`")
+                && err.contains("family `fam_planned`")
+                && err.contains("not implemented yet"),
+            "{err}"
+        );
+        let d = tempfile::tempdir().unwrap();
+        fs::write(
+            d.path().join("config.json"),
+            r#"{"architectures": ["PlannedForConditionalGeneration"]}"#,
+        )
+        .unwrap();
+        let err = resolve_model(&registry, d.path().to_str().unwrap(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("family `fam_planned`") && err.contains("not implemented yet"),
+            "{err}"
+        );
+    }
 }
