@@ -7,6 +7,7 @@ use lmms_core::burn::tensor::Tensor;
 use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::collator::CollateOptions;
 use lmms_core::error::{Error, Result};
+use lmms_core::llm::KvCache;
 use lmms_core::model_dir::ModelDir;
 use lmms_core::runtime::{FamilyModel, Plans, Tokens};
 use lmms_core::strategy::Part;
@@ -161,6 +162,25 @@ impl FamilyModel for MllamaFamily {
         device: &B::Device,
     ) -> Result<Tensor<B, 3>> {
         model.forward(inputs, device)
+    }
+
+    fn prefill<B: Backend>(
+        &self,
+        model: &Mllama<B>,
+        inputs: &MllamaInputs,
+        device: &B::Device,
+    ) -> Result<Option<(Tensor<B, 2>, KvCache<B>)>> {
+        model.prefill(inputs, device).map(Some)
+    }
+
+    fn decode<B: Backend>(
+        &self,
+        model: &Mllama<B>,
+        ids: &[i64],
+        cache: &mut KvCache<B>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        model.language_model.decode(ids, cache, device)
     }
 }
 

@@ -12,6 +12,7 @@ use lmms_core::burn::module::Module;
 use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::burn::tensor::{Tensor, TensorData};
 use lmms_core::error::{Error, Result};
+use lmms_core::llm::KvCache;
 use lmms_core::nn::Linear;
 use lmms_core::runtime::{Plans, Tokens};
 use lmms_core::tensor_file::HostTensor;
@@ -88,6 +89,34 @@ impl<B: Backend> Mllama<B> {
         let mask = tokens.attention_mask.as_ref().map(|m| m.data.as_slice());
         self.language_model
             .forward(embeds, &tokens.default_positions(), mask, cross.as_ref())
+    }
+
+    /// Runs a prompt into a new KV cache (the vision encoder once): the last position's
+    /// logits `[B, V]` and the cache.
+    pub fn prefill(
+        &self,
+        inputs: &MllamaInputs,
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 2>, KvCache<B>)> {
+        let tokens = &inputs.tokens;
+        let (b, t) = (tokens.batch(), tokens.seq());
+        let embeds = self
+            .language_model
+            .embed(&tokens.input_ids.data, b, t, device);
+        let cross = match &inputs.pixel_values {
+            Some(p) => Some(self.cross_inputs(inputs, p, b, t, embeds.dtype(), device)?),
+            None => None,
+        };
+        let mask = tokens.attention_mask.as_ref().map(|m| m.data.as_slice());
+        let mut cache = self.language_model.new_cache(b);
+        let logits = self.language_model.prefill(
+            embeds,
+            &tokens.default_positions(),
+            mask,
+            cross.as_ref(),
+            &mut cache,
+        )?;
+        Ok((logits, cache))
     }
 
     /// The projected vision tokens of every image slot, and the masks from

@@ -12,8 +12,8 @@ use lmms_core::burn;
 use lmms_core::burn::module::{Module, Param};
 use lmms_core::burn::tensor::backend::Backend;
 use lmms_core::burn::tensor::{Int, Tensor, TensorData};
-use lmms_core::error::Result;
-use lmms_core::llm::{DecoderLayer, LlmNames};
+use lmms_core::error::{Error, Result};
+use lmms_core::llm::{CrossState, DecoderLayer, KvCache, LlmNames};
 use lmms_core::nn::cross_attention::CrossAttention;
 use lmms_core::nn::mlp::GATE_UP_DOWN;
 use lmms_core::nn::{
@@ -93,18 +93,30 @@ impl<B: Backend> CrossAttentionLayer<B> {
     }
 
     fn forward(&self, x: Tensor<B, 3>, cross: &CrossInputs<B>) -> Result<Tensor<B, 3>> {
+        let (k, v) = self.cross_attn.keys_values(cross.states.clone())?;
+        self.forward_kv(x, k, v, cross.bias.as_ref(), cross.rows.as_ref())
+    }
+
+    /// [`Self::forward`] with the attended sequence's keys and values given, the bias `[B, 1,
+    /// T, S]` and the rows that see something `[B, T, 1]`.
+    fn forward_kv(
+        &self,
+        x: Tensor<B, 3>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        bias: Option<&Tensor<B, 4>>,
+        rows: Option<&Tensor<B, 3>>,
+    ) -> Result<Tensor<B, 3>> {
         let dtype = x.dtype();
         let gate = |g: &Param<Tensor<B, 1>>| g.val().tanh().cast(dtype).reshape([1, 1, 1]);
-        let attn = self.cross_attn.forward(
-            self.input_layernorm.forward(x.clone()),
-            cross.states.clone(),
-            cross.bias.as_ref(),
-        )?;
+        let attn =
+            self.cross_attn
+                .forward_kv(self.input_layernorm.forward(x.clone()), k, v, bias)?;
         let h = x + gate(&self.cross_attn_attn_gate) * attn;
         let mut m = self
             .mlp
             .forward(self.post_attention_layernorm.forward(h.clone()));
-        if let Some(rows) = &cross.rows {
+        if let Some(rows) = rows {
             m = rows.clone().cast(dtype) * m;
         }
         Ok(h + gate(&self.cross_attn_mlp_gate) * m)
@@ -220,6 +232,120 @@ impl<B: Backend> MllamaTextModel<B> {
             };
         }
         Ok(self.lm_head.forward(self.norm.forward(h)))
+    }
+
+    /// An empty KV cache for `batch` rows (one slot per layer; a cross-attention layer's holds
+    /// the vision tokens' keys and values once the prompt ran).
+    pub fn new_cache(&self, batch: usize) -> KvCache<B> {
+        KvCache::new(self.layers.len(), batch)
+    }
+
+    /// Runs a prompt into an empty `cache`: the vision tokens' keys and values are computed
+    /// once per cross-attention layer, and the prompt's last cross-attention row is kept for
+    /// the tokens to come. The last position's logits `[B, V]`.
+    pub fn prefill(
+        &self,
+        embeds: Tensor<B, 3>,
+        positions: &[i64],
+        attention_mask: Option<&[i64]>,
+        cross: Option<&CrossInputs<B>>,
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 2>> {
+        let [b, t, _] = embeds.dims();
+        if let Some(cross) = cross {
+            let last_bias = cross.bias.clone().map(|m| {
+                let [b, h, t, s] = m.dims();
+                m.slice([0..b, 0..h, t - 1..t, 0..s])
+            });
+            let last_rows = cross.rows.clone().map(|r| {
+                let [b, t, one] = r.dims();
+                r.slice([0..b, t - 1..t, 0..one])
+            });
+            for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+                if let TextLayer::CrossAttention(l) = layer {
+                    let (k, v) = l.cross_attn.keys_values(cross.states.clone())?;
+                    kv.k = Some(k);
+                    kv.v = Some(v);
+                }
+            }
+            cache.cross = Some(CrossState {
+                bias: last_bias,
+                rows: last_rows,
+            });
+        }
+        let device = embeds.device();
+        let rope = self.rope.cos_sin::<B>(positions, b, t, &device);
+        let bias = cross.and_then(|c| c.bias.clone());
+        let rows = cross.and_then(|c| c.rows.clone());
+        let logits = self.run_cached(embeds, rope, attention_mask, bias, rows, cache)?;
+        cache.continue_after(positions, t);
+        Ok(logits)
+    }
+
+    /// One new token per row after `cache`; its logits `[B, V]`.
+    pub fn decode(
+        &self,
+        ids: &[i64],
+        cache: &mut KvCache<B>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        let b = ids.len();
+        let embeds = self.embed(ids, b, 1, device);
+        let positions = cache.next_position.clone();
+        let rope = self.rope.cos_sin::<B>(&positions, b, 1, device);
+        let (bias, rows) = match &cache.cross {
+            Some(c) => (c.bias.clone(), c.rows.clone()),
+            None => (None, None),
+        };
+        let logits = self.run_cached(embeds, rope, None, bias, rows, cache)?;
+        cache.next_position.iter_mut().for_each(|p| *p += 1);
+        Ok(logits)
+    }
+
+    /// The layers over new tokens against `cache` (self-attention keys appended, the
+    /// cross-attention layers' keys read; skipped when the cache has no vision tokens), then
+    /// the head on the last position.
+    fn run_cached(
+        &self,
+        embeds: Tensor<B, 3>,
+        (cos, sin): (Tensor<B, 3>, Tensor<B, 3>),
+        attention_mask: Option<&[i64]>,
+        cross_bias: Option<Tensor<B, 4>>,
+        cross_rows: Option<Tensor<B, 3>>,
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 2>> {
+        let [b, t, _] = embeds.dims();
+        let device = embeds.device();
+        let dtype = embeds.dtype();
+        let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
+        let past = cache.len;
+        let all = cache.extend_mask(attention_mask, t);
+        let mut mask = AttentionMask::causal_after(past, Some(all), None, b, t, &device);
+        mask.bias = mask.bias.map(|m| m.cast(dtype));
+        let mask = mask.for_heads(self.num_heads);
+        let sees_vision = cache.cross.is_some();
+        let mut h = embeds;
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            h = match layer {
+                TextLayer::SelfAttention(l) => {
+                    l.forward_with(h, (&cos, &sin), &mask, None, None, Some(kv))
+                }
+                TextLayer::CrossAttention(l) if sees_vision => {
+                    let (Some(k), Some(v)) = (kv.k.clone(), kv.v.clone()) else {
+                        return Err(Error::Batch(
+                            "the KV cache has no vision keys for a cross-attention layer".into(),
+                        ));
+                    };
+                    l.forward_kv(h, k, v, cross_bias.as_ref(), cross_rows.as_ref())?
+                }
+                TextLayer::CrossAttention(_) => h,
+            };
+        }
+        let h = self.norm.forward(h);
+        let [_, _, d] = h.dims();
+        let last = self.lm_head.forward(h.slice([0..b, t - 1..t, 0..d]));
+        let v = last.dims()[2];
+        Ok(last.reshape([b, v]))
     }
 }
 

@@ -37,6 +37,16 @@ impl<B: Backend> LayerKv<B> {
     }
 }
 
+/// What cross-attention layers (Mllama's) apply to each new token: its additive mask over the
+/// attended sequence `[B, 1, 1, S]` and whether it sees any of it (`[B, 1, 1]`, 0 or 1), both
+/// the prompt's last row's (transformers extends `cross_attention_mask` by repeating that row).
+/// The layers' keys and values of that sequence sit in their [`LayerKv`], computed once.
+#[derive(Debug, Clone)]
+pub struct CrossState<B: Backend> {
+    pub bias: Option<Tensor<B, 4>>,
+    pub rows: Option<Tensor<B, 3>>,
+}
+
 /// The cache of a whole decoder, for a batch of `batch` rows.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
@@ -51,6 +61,8 @@ pub struct KvCache<B: Backend> {
     pub attention_mask: Vec<i64>,
     /// The RoPE position of each row's next token.
     pub next_position: Vec<i64>,
+    /// For decoders with cross-attention layers, when the prompt had something to attend to.
+    pub cross: Option<CrossState<B>>,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -62,6 +74,7 @@ impl<B: Backend> KvCache<B> {
             prompt_len: 0,
             attention_mask: vec![],
             next_position: vec![0; batch],
+            cross: None,
         }
     }
 

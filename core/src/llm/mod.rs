@@ -11,4 +11,4 @@ mod splice;
 
 pub use config::TextConfig;
 pub use decoder::{CausalLm, DecoderLayer, LlmNames};
-pub use kv_cache::{KvCache, LayerKv};
+pub use kv_cache::{CrossState, KvCache, LayerKv};

@@ -76,6 +76,19 @@ impl<B: Backend> CrossAttention<B> {
         states: Tensor<B, 3>,
         bias: Option<&Tensor<B, 4>>,
     ) -> Result<Tensor<B, 3>> {
+        let (k, v) = self.keys_values(states)?;
+        self.forward_kv(x, k, v, bias)
+    }
+
+    /// [`Self::forward`] with the keys and values already computed ([`Self::keys_values`]:
+    /// decoding computes them once for the whole reply).
+    pub fn forward_kv(
+        &self,
+        x: Tensor<B, 3>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        bias: Option<&Tensor<B, 4>>,
+    ) -> Result<Tensor<B, 3>> {
         let p = self.projections()?;
         let [b, t, _] = x.dims();
         let (h, d) = (self.attn.num_heads, self.attn.head_dim);
@@ -84,7 +97,6 @@ impl<B: Backend> CrossAttention<B> {
             Some(n) => n.forward(q),
             None => q,
         };
-        let (k, v) = self.keys_values(states)?;
         let s = k.dims()[2];
         let groups = h / self.attn.num_kv_heads;
         let (k, v) = (repeat_kv(k, groups), repeat_kv(v, groups));
