@@ -357,12 +357,14 @@ pub struct ChatArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "The page trains (model, data, strategy, hyper-parameters; live loss \
+#[command(
+    after_help = "The page trains (model, data, strategy, hyper-parameters; live loss \
     chart, log and ETA; stop) and chats (streamed answers, image upload) with a model or a \
     finished run. Every path it uses must be inside --workspace.\n\n\
     Examples:\n  \
     lmms serve --workspace ~/finetune\n  \
-    lmms serve --host 0.0.0.0 --port 8080 --token \"$(openssl rand -hex 16)\"")]
+    lmms serve --host 0.0.0.0 --port 8080 --token \"$(openssl rand -hex 16)\""
+)]
 pub struct ServeArgs {
     /// The address to listen on. Anything but a loopback address needs --token.
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
