@@ -41,6 +41,20 @@ pub type CudaTrain = burn::backend::Autodiff<Cuda>;
 #[cfg(feature = "cuda")]
 pub type CudaTrainCheckpointed = burn::backend::Autodiff<Cuda, Checkpointing>;
 
+/// [`CudaTrain`] where the `cuda` feature is on, else [`CpuTrain`]: lets a where clause (e.g.
+/// `F::Model<CudaTrainOrCpu>: AutodiffModule<CudaTrainOrCpu>`) name the CUDA bound without cfg.
+#[cfg(feature = "cuda")]
+pub type CudaTrainOrCpu = CudaTrain;
+/// [`CudaTrain`] where the `cuda` feature is on, else [`CpuTrain`].
+#[cfg(not(feature = "cuda"))]
+pub type CudaTrainOrCpu = CpuTrain;
+/// [`CudaTrainCheckpointed`] where the `cuda` feature is on, else [`CpuTrainCheckpointed`].
+#[cfg(feature = "cuda")]
+pub type CudaTrainCheckpointedOrCpu = CudaTrainCheckpointed;
+/// [`CudaTrainCheckpointed`] where the `cuda` feature is on, else [`CpuTrainCheckpointed`].
+#[cfg(not(feature = "cuda"))]
+pub type CudaTrainCheckpointedOrCpu = CpuTrainCheckpointed;
+
 /// A device as given to `--device`: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {

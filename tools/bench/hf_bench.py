@@ -59,12 +59,16 @@ def is_embedding(name):
 def step_flops(config, model, tokens, rows, patches, images):
     """lmms_core::bench::flops::step_flops, on this model's parameters."""
     count = {"llm": [0, 0], "projector": [0, 0], "vision_tower": [0, 0]}
+    embeddings = [0, 0]
     seen = set()
     for name, p in model.named_parameters():
-        if id(p) in seen:
+        # PEFT's modules_to_save keeps the frozen original next to the trained copy.
+        if id(p) in seen or ".original_module." in name:
             continue
         seen.add(id(p))
         if is_embedding(name.replace(".base_layer", "")):
+            embeddings[0] += p.numel()
+            embeddings[1] += p.numel() if p.requires_grad else 0
             continue
         n = p.numel() * (2 if p.dtype == torch.uint8 else 1)  # packed 4-bit
         c = count[part_of(name)]
@@ -88,7 +92,8 @@ def step_flops(config, model, tokens, rows, patches, images):
         lv = vision.get("num_hidden_layers", vision.get("depth", 0))
         dv = vision.get("embed_dim", vision.get("hidden_size", 0))
         flops += (12 if vision_trains else 4) * lv * dv * (patches / max(images, 1)) * patches
-    return flops, sum(c[0] for c in count.values()), sum(c[1] for c in count.values())
+    total = sum(c[0] for c in count.values()) + embeddings[0]
+    return flops, total, sum(c[1] for c in count.values()) + embeddings[1]
 
 
 def main():

@@ -131,11 +131,10 @@ impl<B: Backend> Linear<B> {
             (Some(w), _) => {
                 let (w, dtype) = (w.val(), x.dtype());
                 if w.dtype() == dtype {
-                    burn::tensor::module::linear(x, w, bias)
+                    linear_2d(x, w, bias)
                 } else {
                     let wd = w.dtype();
-                    burn::tensor::module::linear(x.cast(wd), w, bias.map(|b| b.cast(wd)))
-                        .cast(dtype)
+                    linear_2d(x.cast(wd), w, bias.map(|b| b.cast(wd))).cast(dtype)
                 }
             }
             (None, Some(q)) => {
@@ -152,4 +151,29 @@ impl<B: Backend> Linear<B> {
             None => y,
         }
     }
+}
+
+/// `x · w + b` for `x: [..., in]`, `w: [in, out]`, as one 2-D matmul over all rows.
+///
+/// Rather than `burn::tensor::module::linear`: its backward (burn-backend's default
+/// `linear_x_backward`) reshapes the transposed weight, which the CPU backend turns into a full
+/// strided copy of every weight matrix in every backward pass; and a batched `[B, T, in]` times
+/// `[1, in, out]` matmul makes the weight's gradient `[B, in, out]` before summing it. Here the
+/// backward is `grad · wᵀ` on a transposed view (the CPU GEMM reads strides) and `xᵀ · grad` in
+/// one GEMM. Same products, so the same values up to float rounding.
+pub fn linear_2d<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    w: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    let mut dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = x.reshape([rows, d_in]).matmul(w);
+    let y = match bias {
+        Some(b) => y + b.unsqueeze::<2>(),
+        None => y,
+    };
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
 }

@@ -328,18 +328,57 @@ pub fn apply_rotary<B: Backend>(
     sin: &Tensor<B, 3>,
 ) -> Tensor<B, 4> {
     let [b, h, t, d] = x.dims();
-    let cos = cos.clone().unsqueeze_dim::<4>(1);
-    let sin = sin.clone().unsqueeze_dim::<4>(1);
-    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
-    let x2 = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos + rotated * sin
+    if cos.dims() != [b, t, d] || sin.dims() != [b, t, d] {
+        let cos = cos.clone().unsqueeze_dim::<4>(1);
+        let sin = sin.clone().unsqueeze_dim::<4>(1);
+        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
+        let x2 = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        return x * cos + rotated * sin;
+    }
+    // Heads first, `[H, B*T*D]`: every head's row is multiplied by the same `[B*T*D]` row of
+    // cos/sin, a broadcast the CPU backend runs with SIMD (a `[B, 1, T, D]` broadcast over
+    // `[B, H, T, D]` takes its scalar strided path instead). Same values, same order of
+    // operations as the plain form.
+    let n = b * t * d;
+    let xh = x.swap_dims(0, 1).reshape([h, n]);
+    let x4 = xh.clone().reshape([h, b, t, d]);
+    let x1 = x4.clone().slice([0..h, 0..b, 0..t, 0..d / 2]);
+    let x2 = x4.slice([0..h, 0..b, 0..t, d / 2..d]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3).reshape([h, n]);
+    let cos = cos.clone().reshape([1, n]);
+    let sin = sin.clone().reshape([1, n]);
+    (xh * cos + rotated * sin)
+        .reshape([h, b, t, d])
+        .swap_dims(0, 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn heads_first_rotary_equals_the_plain_form() {
+        use crate::backend::Cpu;
+        use burn::tensor::Distribution;
+        let dev = Default::default();
+        let (b, h, t, d) = (2, 3, 5, 8);
+        // A permuted input, as attention passes it ([B, T, H, D] viewed as [B, H, T, D]).
+        let x = Tensor::<Cpu, 4>::random([b, t, h, d], Distribution::Default, &dev).swap_dims(1, 2);
+        let cos = Tensor::<Cpu, 3>::random([b, t, d], Distribution::Default, &dev);
+        let sin = Tensor::<Cpu, 3>::random([b, t, d], Distribution::Default, &dev);
+        let got = apply_rotary(x.clone(), &cos, &sin);
+        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
+        let x2 = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        let want = x * cos.unsqueeze_dim::<4>(1) + rotated * sin.unsqueeze_dim::<4>(1);
+        assert_eq!(got.dims(), [b, h, t, d]);
+        assert_eq!(
+            got.into_data().to_vec::<f32>().unwrap(),
+            want.into_data().to_vec::<f32>().unwrap()
+        );
+    }
 
     #[test]
     fn reads_both_config_styles() {
