@@ -195,8 +195,9 @@ where
     req.strategy.validate()?;
     if cfg.gradient_checkpointing != is_checkpointing::<B>() {
         return Err(Error::Unsupported(if cfg.gradient_checkpointing {
-            "gradient checkpointing needs the run on a checkpointing backend \
-             (DynFamily::train must pick CpuTrainCheckpointed / CudaTrainCheckpointed)"
+            "gradient checkpointing is not wired into `lmms train` yet (its entry point, \
+             DynFamily::train, runs the plain autodiff backend); `lmms bench \
+             --gradient-checkpointing` measures it"
                 .into()
         } else {
             "a checkpointing backend was picked but gradient_checkpointing is off".into()
@@ -561,4 +562,14 @@ pub fn write_loss_plot(path: &Path, train: &[(u64, f64)], eval: &[(u64, f64)]) -
         eval = line(eval, "#ff7f0e"),
     );
     crate::fs::write_atomic(path, svg.as_bytes())
+}
+
+#[cfg(test)]
+mod checkpointing_tests {
+    #[test]
+    fn tells_checkpointing_backends_apart() {
+        use crate::backend::{CpuTrain, CpuTrainCheckpointed};
+        assert!(!super::is_checkpointing::<CpuTrain>());
+        assert!(super::is_checkpointing::<CpuTrainCheckpointed>());
+    }
 }
