@@ -17,6 +17,46 @@ pub enum OverLength {
     Reject,
 }
 
+/// A sample prepared for a batch row, or left out for its length ([`OverLength::Skip`]).
+#[derive(Debug)]
+pub enum Prepare<P> {
+    Ready(P),
+    TooLong { length: usize, limit: usize },
+}
+
+impl<P> Prepare<P> {
+    /// The kept rows of a batch and the samples left out, each `prepared` going with the sample
+    /// at its place; `unit` says what the length counts (`tokens`, `tokens (media included)`).
+    pub fn split(
+        samples: &[&Sample],
+        prepared: impl IntoIterator<Item = Result<Prepare<P>>>,
+        unit: &str,
+    ) -> Result<(Vec<P>, Vec<Skipped>)> {
+        let mut kept = Vec::with_capacity(samples.len());
+        let mut skipped = Vec::new();
+        for (sample, prepared) in samples.iter().zip(prepared) {
+            match prepared? {
+                Prepare::Ready(p) => kept.push(p),
+                Prepare::TooLong { length, limit } => skipped.push(Skipped {
+                    origin: sample.origin.clone(),
+                    reason: format!("{length} {unit}, over the limit of {limit}"),
+                }),
+            }
+        }
+        Ok((kept, skipped))
+    }
+
+    /// The row of a generation prompt: a conversation too long for the model is an error.
+    pub fn into_prompt(self, conversation: &Sample, unit: &str) -> Result<P> {
+        match self {
+            Prepare::Ready(p) => Ok(p),
+            Prepare::TooLong { length, limit } => Err(conversation.origin.error(format!(
+                "the conversation is {length} {unit}, over the model's limit of {limit}"
+            ))),
+        }
+    }
+}
+
 /// Settings every family's collator honours.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -53,7 +53,7 @@ use lmms_collators::text::{
     EncodeOptions, EncodeOutcome, Encoded, IGNORE_INDEX, LabelMode, MediaKind, TextTokenizer,
     encode_conversation_with, pad_batch,
 };
-use lmms_core::collator::{CollateOptions, Collator, OverLength, Skipped};
+use lmms_core::collator::{CollateOptions, Collator, OverLength, Prepare, Skipped};
 use lmms_core::data::Sample;
 use lmms_core::error::{Error, Result};
 use lmms_core::model_dir::ModelDir;
@@ -106,11 +106,6 @@ struct Prepared {
     pixels: Vec<Pixels>,
     /// `[F, 3, H, W]` per video.
     videos: Vec<Vec<f32>>,
-}
-
-enum Prepare {
-    Ready(Prepared),
-    TooLong { length: usize, limit: usize },
 }
 
 fn int_at(v: &Value, keys: &[&str]) -> Option<i64> {
@@ -356,7 +351,7 @@ impl LlavaCollator {
         Ok(e)
     }
 
-    fn prepare(&self, sample: &Sample, options: &EncodeOptions) -> Result<Prepare> {
+    fn prepare(&self, sample: &Sample, options: &EncodeOptions) -> Result<Prepare<Prepared>> {
         let video_pipeline = self.video_pipeline(sample)?;
         let images = sample
             .images
@@ -465,17 +460,7 @@ impl Collator for LlavaCollator {
                 .map(|s| self.prepare(s, &self.encode))
                 .collect()
         };
-        let mut kept: Vec<Prepared> = Vec::with_capacity(samples.len());
-        let mut skipped = Vec::new();
-        for (sample, prepared) in samples.iter().zip(prepared) {
-            match prepared? {
-                Prepare::Ready(p) => kept.push(p),
-                Prepare::TooLong { length, limit } => skipped.push(Skipped {
-                    origin: sample.origin.clone(),
-                    reason: format!("{length} tokens (media included), over the limit of {limit}"),
-                }),
-            }
-        }
+        let (kept, skipped) = Prepare::split(samples, prepared, "tokens (media included)")?;
         if kept.is_empty() {
             return Ok((None, skipped));
         }
@@ -487,13 +472,10 @@ impl Collator for LlavaCollator {
             generation_prompt: true,
             ..self.encode.clone()
         };
-        match self.prepare(conversation, &options)? {
-            Prepare::Ready(p) => self.assemble(vec![p]),
-            Prepare::TooLong { length, limit } => Err(conversation.origin.error(format!(
-                "the conversation is {length} tokens (media included), over the model's limit \
-                 of {limit}"
-            ))),
-        }
+        let p = self
+            .prepare(conversation, &options)?
+            .into_prompt(conversation, "tokens (media included)")?;
+        self.assemble(vec![p])
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String> {

@@ -32,7 +32,7 @@ use lmms_collators::template::{ChatTemplate, ContentStyle};
 use lmms_collators::text::{
     EncodeOptions, EncodeOutcome, Encoded, LabelMode, TextTokenizer, encode_conversation, pad_batch,
 };
-use lmms_core::collator::{CollateOptions, Collator, OverLength, Skipped};
+use lmms_core::collator::{CollateOptions, Collator, OverLength, Prepare, Skipped};
 use lmms_core::data::Sample;
 use lmms_core::error::{Error, Result};
 use lmms_core::model_dir::ModelDir;
@@ -70,11 +70,6 @@ impl std::fmt::Debug for MllamaCollator {
 struct Prepared {
     encoded: Encoded,
     images: Vec<MllamaImage>,
-}
-
-enum Prepare {
-    Ready(Prepared),
-    TooLong { length: usize, limit: usize },
 }
 
 impl MllamaCollator {
@@ -193,7 +188,7 @@ impl MllamaCollator {
         }
     }
 
-    fn prepare(&self, sample: &Sample, options: &EncodeOptions) -> Result<Prepare> {
+    fn prepare(&self, sample: &Sample, options: &EncodeOptions) -> Result<Prepare<Prepared>> {
         let encoded = self.encode(sample, options)?;
         let (length, limit) = (encoded.len(), self.max_length);
         if length > limit {
@@ -334,17 +329,11 @@ impl Collator for MllamaCollator {
     type Batch = MllamaInputs;
 
     fn collate(&self, samples: &[&Sample]) -> Result<(Option<MllamaInputs>, Vec<Skipped>)> {
-        let mut kept = Vec::with_capacity(samples.len());
-        let mut skipped = Vec::new();
-        for sample in samples {
-            match self.prepare(sample, &self.encode)? {
-                Prepare::Ready(p) => kept.push(p),
-                Prepare::TooLong { length, limit } => skipped.push(Skipped {
-                    origin: sample.origin.clone(),
-                    reason: format!("{length} tokens, over the limit of {limit}"),
-                }),
-            }
-        }
+        let (kept, skipped) = Prepare::split(
+            samples,
+            samples.iter().map(|s| self.prepare(s, &self.encode)),
+            "tokens",
+        )?;
         if kept.is_empty() {
             return Ok((None, skipped));
         }
@@ -356,12 +345,10 @@ impl Collator for MllamaCollator {
             generation_prompt: true,
             ..self.encode.clone()
         };
-        match self.prepare(conversation, &options)? {
-            Prepare::Ready(p) => Ok(self.assemble(vec![p])),
-            Prepare::TooLong { length, limit } => Err(conversation.origin.error(format!(
-                "the conversation is {length} tokens, over the model's limit of {limit}"
-            ))),
-        }
+        let p = self
+            .prepare(conversation, &options)?
+            .into_prompt(conversation, "tokens")?;
+        Ok(self.assemble(vec![p]))
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String> {

@@ -35,7 +35,7 @@ use lmms_collators::text::{
     encode_conversation_with, pad_batch,
 };
 use lmms_collators::video::{probe, read_frames_at};
-use lmms_core::collator::{CollateOptions, Collator, OverLength, Skipped};
+use lmms_core::collator::{CollateOptions, Collator, OverLength, Prepare, Skipped};
 use lmms_core::data::Sample;
 use lmms_core::error::{Error, Result};
 use lmms_core::model_dir::ModelDir;
@@ -90,11 +90,6 @@ struct VideoPlan {
     height: usize,
     width: usize,
     fps: Option<f64>,
-}
-
-enum Prepare {
-    Ready(Prepared),
-    TooLong { length: usize, limit: usize },
 }
 
 impl QwenVlCollator {
@@ -327,7 +322,7 @@ impl QwenVlCollator {
             .collect()
     }
 
-    fn prepare(&self, sample: &Sample, options: &EncodeOptions) -> Result<Prepare> {
+    fn prepare(&self, sample: &Sample, options: &EncodeOptions) -> Result<Prepare<Prepared>> {
         let images = sample
             .images
             .iter()
@@ -399,17 +394,11 @@ impl Collator for QwenVlCollator {
     type Batch = QwenVlInputs;
 
     fn collate(&self, samples: &[&Sample]) -> Result<(Option<QwenVlInputs>, Vec<Skipped>)> {
-        let mut kept = Vec::with_capacity(samples.len());
-        let mut skipped = Vec::new();
-        for sample in samples {
-            match self.prepare(sample, &self.encode)? {
-                Prepare::Ready(p) => kept.push(p),
-                Prepare::TooLong { length, limit } => skipped.push(Skipped {
-                    origin: sample.origin.clone(),
-                    reason: format!("{length} tokens (media included), over the limit of {limit}"),
-                }),
-            }
-        }
+        let (kept, skipped) = Prepare::split(
+            samples,
+            samples.iter().map(|s| self.prepare(s, &self.encode)),
+            "tokens (media included)",
+        )?;
         if kept.is_empty() {
             return Ok((None, skipped));
         }
@@ -421,13 +410,10 @@ impl Collator for QwenVlCollator {
             generation_prompt: true,
             ..self.encode.clone()
         };
-        match self.prepare(conversation, &options)? {
-            Prepare::Ready(p) => Ok(self.assemble(vec![p])),
-            Prepare::TooLong { length, limit } => Err(conversation.origin.error(format!(
-                "the conversation is {length} tokens (media included), over the model's limit \
-                 of {limit}"
-            ))),
-        }
+        let p = self
+            .prepare(conversation, &options)?
+            .into_prompt(conversation, "tokens (media included)")?;
+        Ok(self.assemble(vec![p]))
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String> {
