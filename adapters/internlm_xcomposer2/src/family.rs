@@ -188,14 +188,13 @@ impl FamilyModel for XComposer2Family {
         let positions = t.default_positions();
         let rope = lm.rope.cos_sin::<B>(&positions, t.batch(), t.seq(), device);
         let attention = t.attention_mask.as_ref().map(|m| m.data.as_slice());
-        let mut cache = lm.new_cache(t.batch());
         let rows = im_mask
             .iter()
             .any(|&m| m != 0)
             .then_some(im_mask.as_slice());
-        let logits = lm.forward_cached(embeds, rope, attention, None, rows, &mut cache);
-        cache.continue_after(&positions, t.seq());
-        Ok(Some((logits, cache)))
+        Ok(Some(
+            lm.prefill(embeds, rope, &positions, attention, None, rows),
+        ))
     }
 
     fn decode<B: Backend>(

@@ -131,12 +131,9 @@ impl<B: Backend> QwenVl<B> {
         let (embeds, rope, pos) = self.prepare(inputs, device)?;
         let tokens = &inputs.tokens;
         let mask = tokens.attention_mask.as_ref().map(|m| m.data.as_slice());
-        let mut cache = self.language_model.new_cache(tokens.batch());
-        let logits = self
+        Ok(self
             .language_model
-            .forward_cached(embeds, rope, mask, None, None, &mut cache);
-        cache.continue_after(&pos.concat(), tokens.seq());
-        Ok((logits, cache))
+            .prefill(embeds, rope, &pos.concat(), mask, None, None))
     }
 
     /// Token embeddings with the media features spliced in, the M-RoPE tables and the 3-axis

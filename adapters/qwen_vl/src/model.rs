@@ -127,13 +127,10 @@ impl<B: Backend> QwenVl<B> {
         let scale = self
             .logn_seq_length
             .and_then(|s| logn_query_scale::<B>(seq, s, device));
-        let mut cache = self.llm.new_cache(b);
         let mask = t.attention_mask.as_ref().map(|m| m.data.as_slice());
-        let logits = self
+        Ok(self
             .llm
-            .forward_cached(embeds, rope, mask, scale.as_ref(), None, &mut cache);
-        cache.continue_after(&positions, seq);
-        Ok((logits, cache))
+            .prefill(embeds, rope, &positions, mask, scale.as_ref(), None))
     }
 
     /// One new token per row after `cache`. As `modeling_qwen.py` decodes: the NTK scaling

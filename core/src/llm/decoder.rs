@@ -395,7 +395,7 @@ impl<B: Backend> CausalLm<B> {
     /// head_dim]` their rotary tables; `query_scale` and `row_mask` as in
     /// [`Self::forward_embeds_scaled`] and [`Self::forward_embeds_masked`], for the new tokens.
     /// The caller keeps [`KvCache::next_position`] up to date ([`Self::prefill`] and
-    /// [`Self::decode`] do, for one position per token).
+    /// [`Self::decode`] do).
     pub fn forward_cached(
         &self,
         embeds: Tensor<B, 3>,
@@ -419,37 +419,45 @@ impl<B: Backend> CausalLm<B> {
         last.reshape([b, v])
     }
 
-    /// Runs a prompt's embeddings (with 1-D `positions`, row-major `[B, T]`) into an empty
-    /// `cache`; the last position's logits `[B, V]`.
+    /// Runs a prompt's embeddings into a new cache: `rope` holds the tables of `positions`
+    /// (row-major `[B, T]`, or `[k, B, T]` for multi-axis positions such as M-RoPE's), and each
+    /// row's next token takes one past its largest; `attention_mask`, `query_scale` and
+    /// `row_mask` as in [`Self::forward_cached`]. The last position's logits `[B, V]` and the
+    /// cache.
     pub fn prefill(
         &self,
         embeds: Tensor<B, 3>,
+        rope: (Tensor<B, 3>, Tensor<B, 3>),
         positions: &[i64],
         attention_mask: Option<&[i64]>,
-        cache: &mut KvCache<B>,
-    ) -> Tensor<B, 2> {
+        query_scale: Option<&Tensor<B, 4>>,
+        row_mask: Option<&[i64]>,
+    ) -> (Tensor<B, 2>, KvCache<B>) {
         let [b, t, _] = embeds.dims();
-        let rope = self.rope.cos_sin::<B>(positions, b, t, &embeds.device());
-        let logits = self.forward_cached(embeds, rope, attention_mask, None, None, cache);
+        let mut cache = KvCache::new(self.layers.len(), b);
+        let logits = self.forward_cached(
+            embeds,
+            rope,
+            attention_mask,
+            query_scale,
+            row_mask,
+            &mut cache,
+        );
         cache.continue_after(positions, t);
-        logits
+        (logits, cache)
     }
 
-    /// [`Self::prefill`] of a batch's embeddings at positions 0..T-1 with its attention mask,
-    /// into a new cache.
+    /// [`Self::prefill`] of a batch's embeddings at positions 0..T-1 with its attention mask.
     pub fn prefill_tokens(
         &self,
         embeds: Tensor<B, 3>,
         tokens: &Tokens,
     ) -> (Tensor<B, 2>, KvCache<B>) {
-        let mut cache = self.new_cache(tokens.batch());
-        let logits = self.prefill(
-            embeds,
-            &tokens.default_positions(),
-            tokens.attention_mask.as_ref().map(|m| m.data.as_slice()),
-            &mut cache,
-        );
-        (logits, cache)
+        let positions = tokens.default_positions();
+        let (b, t) = (tokens.batch(), tokens.seq());
+        let rope = self.rope.cos_sin::<B>(&positions, b, t, &embeds.device());
+        let mask = tokens.attention_mask.as_ref().map(|m| m.data.as_slice());
+        self.prefill(embeds, rope, &positions, mask, None, None)
     }
 
     /// Runs one new token per row (`ids`, `[B]`) at the rows' next positions; its logits
@@ -463,11 +471,6 @@ impl<B: Backend> CausalLm<B> {
         let logits = self.forward_cached(self.embed(ids), rope, None, None, None, cache);
         cache.next_position.iter_mut().for_each(|p| *p += 1);
         logits
-    }
-
-    /// An empty cache for this model and `batch` rows.
-    pub fn new_cache(&self, batch: usize) -> KvCache<B> {
-        KvCache::new(self.layers.len(), batch)
     }
 
     /// The layers and the final norm over `embeds`, with every option of
