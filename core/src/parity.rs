@@ -249,7 +249,7 @@ fn greedy_checks<B: Backend, F: FamilyModel>(
             format!("must be [1, N] (one prompt), is {:?}", want.shape),
         ));
     }
-    let prompt = TensorFile::open(path)?.with_prefix("prompt_");
+    let prompt = file.with_prefix("prompt_");
     let mut checks = Vec::new();
     let n = want.data.len();
     let mut runs = Vec::new();
