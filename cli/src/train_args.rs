@@ -171,8 +171,9 @@ pub struct TrainArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub bf16: Option<bool>,
 
-    /// Activation checkpointing (burn's: memory-bound ops are recomputed in the backward pass
-    /// instead of kept): less memory, somewhat slower steps.
+    /// Gradient (activation) checkpointing: each decoder layer keeps only its input and reruns
+    /// in the backward pass, as HF's `gradient_checkpointing`: much less activation memory for
+    /// about one more forward pass of the layers.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub gradient_checkpointing: Option<bool>,
 

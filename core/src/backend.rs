@@ -24,23 +24,10 @@ pub const CPU_BACKEND: &str = if cfg!(feature = "cpu-ndarray-openblas") {
 /// The CPU backend with autodiff, for training.
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 
-/// burn's activation checkpointing (`--gradient-checkpointing`): operations burn marks as
-/// memory-bound (element-wise ops, activations, norms' arithmetic) keep no output for the
-/// backward pass and are recomputed from their inputs then; compute-bound ones (matmuls) keep
-/// theirs. Less memory than [`CpuTrain`] at the cost of some recomputation; unlike HF's
-/// per-layer checkpointing it never recomputes a matmul.
-pub type Checkpointing = burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-/// [`CpuTrain`] with [`Checkpointing`].
-pub type CpuTrainCheckpointed = burn::backend::Autodiff<Cpu, Checkpointing>;
-
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
 #[cfg(feature = "cuda")]
 pub type CudaTrain = burn::backend::Autodiff<Cuda>;
-/// [`CudaTrain`] with [`Checkpointing`].
-#[cfg(feature = "cuda")]
-pub type CudaTrainCheckpointed = burn::backend::Autodiff<Cuda, Checkpointing>;
-
 /// [`CudaTrain`] where the `cuda` feature is on, else [`CpuTrain`]: lets a where clause (e.g.
 /// `F::Model<CudaTrainOrCpu>: AutodiffModule<CudaTrainOrCpu>`) name the CUDA bound without cfg.
 #[cfg(feature = "cuda")]
@@ -48,13 +35,6 @@ pub type CudaTrainOrCpu = CudaTrain;
 /// [`CudaTrain`] where the `cuda` feature is on, else [`CpuTrain`].
 #[cfg(not(feature = "cuda"))]
 pub type CudaTrainOrCpu = CpuTrain;
-/// [`CudaTrainCheckpointed`] where the `cuda` feature is on, else [`CpuTrainCheckpointed`].
-#[cfg(feature = "cuda")]
-pub type CudaTrainCheckpointedOrCpu = CudaTrainCheckpointed;
-/// [`CudaTrainCheckpointed`] where the `cuda` feature is on, else [`CpuTrainCheckpointed`].
-#[cfg(not(feature = "cuda"))]
-pub type CudaTrainCheckpointedOrCpu = CpuTrainCheckpointed;
-
 /// A device as given to `--device`: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {

@@ -449,6 +449,7 @@ pub trait DynFamily: Send + Sync + std::fmt::Debug {
 impl<F: FamilyModel> DynFamily for F
 where
     F::Model<crate::backend::CpuTrain>: AutodiffModule<crate::backend::CpuTrain>,
+    F::Model<crate::backend::CudaTrainOrCpu>: AutodiffModule<crate::backend::CudaTrainOrCpu>,
 {
     fn merge(&self, base: &ModelDir, adapter: &Path, out: &Path) -> Result<()> {
         type B = crate::backend::Cpu;
@@ -500,46 +501,27 @@ where
         options: &CollateOptions,
         device: DeviceSpec,
     ) -> Result<EvalReport> {
-        if device != DeviceSpec::Cpu {
-            return Err(Error::Unsupported(
-                "eval runs on --device cpu for now".into(),
-            ));
+        match device {
+            DeviceSpec::Cpu => eval_on::<crate::backend::Cpu, F>(
+                self,
+                model_dir,
+                adapter,
+                samples,
+                options,
+                &Default::default(),
+            ),
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(n) => eval_on::<crate::backend::Cuda, F>(
+                self,
+                model_dir,
+                adapter,
+                samples,
+                options,
+                &burn::backend::cuda::CudaDevice::new(n),
+            ),
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(_) => Err(no_cuda()),
         }
-        let dev = Default::default();
-        let model = inference_model::<crate::backend::Cpu, F>(self, model_dir, adapter, &dev)?;
-        let collator = self.collator(model_dir, options)?;
-        let mut report = EvalReport::default();
-        let (mut sum, mut count) = (0.0, 0usize);
-        for sample in samples {
-            let (inputs, skipped) = collator.collate(&[*sample])?;
-            let Some(inputs) = inputs else {
-                report.skipped.extend(skipped);
-                continue;
-            };
-            let labels = self
-                .tokens(&inputs)
-                .labels
-                .as_ref()
-                .ok_or_else(|| Error::Batch("no labels".into()))?;
-            let logits = self.forward(&model, &inputs, &dev)?;
-            let (loss, n) = crate::llm::loss::causal_lm_loss(logits, &labels.data);
-            let loss: f64 = burn::tensor::ElementConversion::elem(loss.into_scalar());
-            sum += loss * n as f64;
-            count += n;
-            report.samples.push(SampleEval {
-                origin: sample.origin.clone(),
-                tokens: self.tokens(&inputs).seq(),
-                trained_tokens: n,
-                loss,
-            });
-        }
-        report.loss = if count == 0 {
-            f64::NAN
-        } else {
-            sum / count as f64
-        };
-        report.trained_tokens = count;
-        Ok(report)
     }
 
     fn generator<'a>(
@@ -549,19 +531,36 @@ where
         options: &CollateOptions,
         device: DeviceSpec,
     ) -> Result<Box<dyn Generator + 'a>> {
-        if device != DeviceSpec::Cpu {
-            return Err(Error::Unsupported(
-                "generation runs on --device cpu for now".into(),
-            ));
+        fn on<'a, B: Backend, F: FamilyModel>(
+            family: &'a F,
+            model_dir: &ModelDir,
+            adapter: Option<&Path>,
+            options: &CollateOptions,
+            device: B::Device,
+        ) -> Result<Box<dyn Generator + 'a>> {
+            let model = inference_model::<B, F>(family, model_dir, adapter, &device)?;
+            Ok(Box::new(crate::decode::FamilyGenerator {
+                family,
+                model,
+                collator: family.collator(model_dir, options)?,
+                device,
+            }))
         }
-        let dev = Default::default();
-        let model = inference_model::<crate::backend::Cpu, F>(self, model_dir, adapter, &dev)?;
-        Ok(Box::new(crate::decode::FamilyGenerator {
-            family: self,
-            model,
-            collator: self.collator(model_dir, options)?,
-            device: dev,
-        }))
+        match device {
+            DeviceSpec::Cpu => {
+                on::<crate::backend::Cpu, F>(self, model_dir, adapter, options, Default::default())
+            }
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(n) => on::<crate::backend::Cuda, F>(
+                self,
+                model_dir,
+                adapter,
+                options,
+                burn::backend::cuda::CudaDevice::new(n),
+            ),
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(_) => Err(no_cuda()),
+        }
     }
 
     fn train(
@@ -578,16 +577,14 @@ where
                 observer,
             ),
             #[cfg(feature = "cuda")]
-            DeviceSpec::Cuda(n) => {
-                let _ = n;
-                Err(Error::Unsupported(
-                    "training on CUDA lands with the CUDA backend work; use --device cpu".into(),
-                ))
-            }
+            DeviceSpec::Cuda(n) => crate::train::run::run::<crate::backend::CudaTrainOrCpu, F>(
+                self,
+                request,
+                &burn::backend::cuda::CudaDevice::new(n),
+                observer,
+            ),
             #[cfg(not(feature = "cuda"))]
-            DeviceSpec::Cuda(_) => Err(Error::Unsupported(
-                "this lmms was built without CUDA: cargo build --release --features cuda".into(),
-            )),
+            DeviceSpec::Cuda(_) => Err(no_cuda()),
         }
     }
 
@@ -603,11 +600,61 @@ where
                 &burn::backend::cuda::CudaDevice::new(n),
             ),
             #[cfg(not(feature = "cuda"))]
-            DeviceSpec::Cuda(_) => Err(Error::Unsupported(
-                "this lmms was built without CUDA: cargo build --release --features cuda".into(),
-            )),
+            DeviceSpec::Cuda(_) => Err(no_cuda()),
         }
     }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn no_cuda() -> Error {
+    Error::Unsupported(
+        "this lmms was built without CUDA: cargo build --release --features cuda".into(),
+    )
+}
+
+/// Each sample's loss alone and their token-weighted mean, on backend `B`.
+fn eval_on<B: Backend, F: FamilyModel>(
+    family: &F,
+    model_dir: &ModelDir,
+    adapter: Option<&Path>,
+    samples: &[&crate::data::Sample],
+    options: &CollateOptions,
+    dev: &B::Device,
+) -> Result<EvalReport> {
+    let model = inference_model::<B, F>(family, model_dir, adapter, dev)?;
+    let collator = family.collator(model_dir, options)?;
+    let mut report = EvalReport::default();
+    let (mut sum, mut count) = (0.0, 0usize);
+    for sample in samples {
+        let (inputs, skipped) = collator.collate(&[*sample])?;
+        let Some(inputs) = inputs else {
+            report.skipped.extend(skipped);
+            continue;
+        };
+        let labels = family
+            .tokens(&inputs)
+            .labels
+            .as_ref()
+            .ok_or_else(|| Error::Batch("no labels".into()))?;
+        let logits = family.forward(&model, &inputs, dev)?;
+        let (loss, n) = crate::llm::loss::causal_lm_loss(logits, &labels.data);
+        let loss: f64 = burn::tensor::ElementConversion::elem(loss.into_scalar());
+        sum += loss * n as f64;
+        count += n;
+        report.samples.push(SampleEval {
+            origin: sample.origin.clone(),
+            tokens: family.tokens(&inputs).seq(),
+            trained_tokens: n,
+            loss,
+        });
+    }
+    report.loss = if count == 0 {
+        f64::NAN
+    } else {
+        sum / count as f64
+    };
+    report.trained_tokens = count;
+    Ok(report)
 }
 
 /// The frozen model of `dir`, with a PEFT adapter's LoRA layers and saved modules when given.

@@ -16,10 +16,12 @@ use lmms_core::error::{Error, Result};
 use lmms_core::llm::{CrossState, DecoderLayer, KvCache, LlmNames};
 use lmms_core::nn::cross_attention::CrossAttention;
 use lmms_core::nn::mlp::GATE_UP_DOWN;
+use lmms_core::nn::recompute::Stack;
 use lmms_core::nn::{
     AttentionConfig, AttentionMask, Embedding, GatedMlp, Linear, PartPlan, RmsNorm, RotaryEmbedding,
 };
 use lmms_core::weights::Vars;
+use std::rc::Rc;
 
 /// What the cross-attention layers attend to, for one batch.
 pub struct CrossInputs<B: Backend> {
@@ -222,15 +224,36 @@ impl<B: Backend> MllamaTextModel<B> {
         let mut mask = AttentionMask::causal(attention_mask, None, b, t, &device);
         mask.bias = mask.bias.map(|m| m.cast(dtype));
         let mask = mask.for_heads(self.num_heads);
-        let mut h = embeds;
+        // Through a stack: layer-level checkpointing when the trainer asks for it (the vision
+        // states enter each cross-attention layer as an extra input, so their gradient reaches
+        // the projector).
+        let ctx = Rc::new((cos, sin, mask));
+        let mut stack = Stack::new(embeds);
         for layer in &self.layers {
-            h = match (layer, cross) {
-                (TextLayer::SelfAttention(l), _) => l.forward(h, (&cos, &sin), &mask),
-                (TextLayer::CrossAttention(l), Some(cross)) => l.forward(h, cross)?,
+            match (layer, cross) {
+                (TextLayer::SelfAttention(l), _) => {
+                    let ctx = ctx.clone();
+                    stack.layer(l, Vec::new(), move |l, x, _| {
+                        let (cos, sin, mask) = &*ctx;
+                        l.forward(x, (cos, sin), mask)
+                    });
+                }
+                (TextLayer::CrossAttention(l), Some(cross)) => {
+                    let (bias, rows) = (cross.bias.clone(), cross.rows.clone());
+                    stack.try_layer(l, vec![cross.states.clone()], move |l, x, states| {
+                        let cross = CrossInputs {
+                            states: states[0].clone(),
+                            bias: bias.clone(),
+                            rows: rows.clone(),
+                        };
+                        l.forward(x, &cross)
+                    })?;
+                }
                 // No vision tokens: HF skips the layer.
-                (TextLayer::CrossAttention(_), None) => h,
-            };
+                (TextLayer::CrossAttention(_), None) => {}
+            }
         }
+        let h = stack.into_hidden();
         Ok(self.lm_head.forward(self.norm.forward(h)))
     }
 

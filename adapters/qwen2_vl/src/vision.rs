@@ -16,11 +16,13 @@ use lmms_core::burn::tensor::{Int, Tensor, TensorData};
 use lmms_core::error::Result;
 use lmms_core::nn::mlp::GATE_UP_DOWN;
 use lmms_core::nn::mrope::{axial_angles, cos_sin_tensors};
+use lmms_core::nn::recompute::Stack;
 use lmms_core::nn::{
     Activation, Attention, AttentionConfig, AttentionMask, GatedMlp, LayerNorm, Mlp, PartPlan,
     QkvLayout, RmsNorm,
 };
 use lmms_core::weights::Vars;
+use std::rc::Rc;
 
 /// Masked attention scores, as core's attention masks use.
 const MASKED: f32 = -1e30;
@@ -252,14 +254,23 @@ impl<B: Backend> VisionTower<B> {
         };
         let full = cast(full);
         let windowed = windowed.map(|(o, m)| (o, cast(m)));
-        let mut h = x.unsqueeze::<3>();
+        // Checkpointed like the LLM's layers while the tower trains.
+        let mut stack = Stack::unless_frozen(x.unsqueeze::<3>(), self);
+        let windowed_mask = windowed.as_ref().map(|(_, w)| w.clone());
+        let ctx = Rc::new((cos, sin, full, windowed_mask));
         for (i, block) in self.blocks.iter().enumerate() {
-            let mask = match &windowed {
-                Some((_, w)) if !c.fullatt_block_indexes.contains(&i) => w,
-                _ => &full,
-            };
-            h = block.forward(h, (&cos, &sin), mask);
+            let windowed = !c.fullatt_block_indexes.contains(&i);
+            let ctx = ctx.clone();
+            stack.layer(block, Vec::new(), move |block, h, _| {
+                let (cos, sin, full, windowed_mask) = &*ctx;
+                let mask = match windowed_mask {
+                    Some(w) if windowed => w,
+                    _ => full,
+                };
+                block.forward(h, (cos, sin), mask)
+            });
         }
+        let h = stack.into_hidden();
         let e = c.embed_dim;
         let h = self.merger.ln_q.forward(h).reshape([n / unit, e * unit]);
         let merged = self.merger.mlp.forward(h);

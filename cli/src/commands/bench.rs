@@ -87,7 +87,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
 
-    /// burn's activation checkpointing (recompute memory-bound ops in the backward pass).
+    /// Layer-level activation checkpointing: each decoder layer keeps only its input and reruns
+    /// in the backward pass (as `lmms train --gradient-checkpointing`).
     #[arg(long)]
     pub gradient_checkpointing: bool,
 
@@ -232,6 +233,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             Precision::Bf16 => DType::Bf16,
         },
         learning_rate: args.learning_rate,
+        gradient_checkpointing: args.gradient_checkpointing,
     };
     let (report, device_name) = dispatch(family_id, &dir, &batch, &options, args)?;
     let peak = match args.device {
@@ -346,7 +348,7 @@ fn dispatch(
     options: &BenchOptions,
     args: &BenchArgs,
 ) -> anyhow::Result<(BenchReport, String)> {
-    use lmms_core::backend::{CpuTrain, CpuTrainCheckpointed};
+    use lmms_core::backend::CpuTrain;
     // One monomorphisation per (family, backend): each family's concrete model type.
     macro_rules! families {
         ($B:ty, $device:expr, $probe:expr) => {
@@ -385,23 +387,15 @@ fn dispatch(
         DeviceSpec::Cpu => {
             let probe = lmms_core::bench::memory::CpuMemory::default();
             let device = Default::default();
-            let report = if args.gradient_checkpointing {
-                families!(CpuTrainCheckpointed, &device, &probe)
-            } else {
-                families!(CpuTrain, &device, &probe)
-            }?;
+            let report = families!(CpuTrain, &device, &probe)?;
             Ok((report, lmms_core::backend::CPU_BACKEND.to_string()))
         }
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
-            use lmms_core::backend::{CudaTrain, CudaTrainCheckpointed};
+            use lmms_core::backend::CudaTrain;
             let device = lmms_core::burn::backend::cuda::CudaDevice::new(n);
             let probe = lmms_core::bench::memory::CudaMemory::new(device.clone());
-            let report = if args.gradient_checkpointing {
-                families!(CudaTrainCheckpointed, &device, &probe)
-            } else {
-                families!(CudaTrain, &device, &probe)
-            }?;
+            let report = families!(CudaTrain, &device, &probe)?;
             let name = flops::nvidia_gpu_name(n).unwrap_or_else(|| format!("CUDA device {n}"));
             Ok((report, name))
         }

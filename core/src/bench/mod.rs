@@ -46,6 +46,8 @@ pub struct BenchOptions {
     /// activations bf16, trained weights and optimizer state f32).
     pub dtype: DType,
     pub learning_rate: f64,
+    /// Layer-level activation checkpointing, as `lmms train --gradient-checkpointing`.
+    pub gradient_checkpointing: bool,
 }
 
 /// What a run measured.
@@ -178,7 +180,8 @@ where
         schedule,
         1,
         device.clone(),
-    );
+    )
+    .with_gradient_checkpointing(options.gradient_checkpointing);
     let sync =
         || B::sync(device).map_err(|e| Error::Unsupported(format!("device sync failed: {e:?}")));
     memory.reset();

@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::llm::config::TextConfig;
 use crate::llm::kv_cache::{KvCache, LayerKv};
 use crate::nn::mlp::MlpLayout;
+use crate::nn::recompute::Stack;
 use crate::nn::{
     Attention, AttentionConfig, AttentionMask, Embedding, GatedMlp, Linear, PartPlan, QkvLayout,
     RmsNorm, RotaryEmbedding,
@@ -19,6 +20,7 @@ use crate::weights::Vars;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use std::rc::Rc;
 
 /// Checkpoint names of a decoder's modules (`model.layers.N` and `model.norm` for every family
 /// but QWen's `transformer.h.N` and `transformer.ln_f`).
@@ -504,11 +506,29 @@ impl<B: Backend> CausalLm<B> {
         if let Some(first) = self.layers.first() {
             mask = mask.for_heads(first.self_attn.num_heads);
         }
-        let mut h = embeds;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            h = layer.forward_with(h, (&cos, &sin), &mask, query_scale, rows.as_ref(), kv);
-        }
+        let h = match cache {
+            Some(cache) => {
+                let mut h = embeds;
+                for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+                    let rope = (&cos, &sin);
+                    h = layer.forward_with(h, rope, &mask, query_scale, rows.as_ref(), Some(kv));
+                }
+                h
+            }
+            None => {
+                // Through a stack: layer-level checkpointing when the trainer asks for it.
+                let ctx = Rc::new((cos, sin, mask, query_scale.cloned(), rows));
+                let mut stack = Stack::new(embeds);
+                for layer in &self.layers {
+                    let ctx = ctx.clone();
+                    stack.layer(layer, Vec::new(), move |layer, x, _| {
+                        let (cos, sin, mask, scale, rows) = &*ctx;
+                        layer.forward_with(x, (cos, sin), mask, scale.as_ref(), rows.as_ref(), None)
+                    });
+                }
+                stack.into_hidden()
+            }
+        };
         self.norm.forward(h)
     }
 

@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod attention;
 pub mod cross_attention;
+pub mod dropout;
 pub mod embedding;
 pub mod linear;
 pub mod lora;
@@ -14,6 +15,7 @@ pub mod norm;
 pub mod partial_lora;
 pub mod plan;
 pub mod quant;
+pub mod recompute;
 pub mod rope;
 
 pub use activation::Activation;

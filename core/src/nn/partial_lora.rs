@@ -75,7 +75,7 @@ impl<B: Backend> PartialLora<B> {
     pub fn delta(&self, x: Tensor<B, 3>, mask: &Tensor<B, 3>) -> Tensor<B, 3> {
         let dtype = x.dtype();
         let a = self.a.val();
-        let x = self.dropout.forward(x.cast(a.dtype()));
+        let x = crate::nn::dropout::dropout(x.cast(a.dtype()), self.dropout.prob);
         let y = x
             .matmul(a.clone().unsqueeze::<3>())
             .matmul(self.b.val().unsqueeze::<3>());

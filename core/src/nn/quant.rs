@@ -43,7 +43,6 @@
 //! does the same). Backends are told apart at run time by `TypeId` (the layers are generic over
 //! any `Backend`); other backends take the plain path.
 
-use crate::backend::Checkpointing;
 use crate::error::{Error, Result};
 use crate::strategy::QuantKind;
 use crate::weights::{Vars, param_id};
@@ -263,19 +262,10 @@ impl<B: Backend> Q4Weight<B> {
             Ok(y) => return y,
             Err(x) => x,
         };
-        let x = match autodiff_matmul::<B, Cpu, Checkpointing, D>(x, &packed, &scales, meta) {
-            Ok(y) => return y,
-            Err(x) => x,
-        };
         #[cfg(feature = "cuda")]
         let x = {
             type Cuda = crate::backend::Cuda;
-            let x = match autodiff_matmul::<B, Cuda, NoCheckpointing, D>(x, &packed, &scales, meta)
-            {
-                Ok(y) => return y,
-                Err(x) => x,
-            };
-            match autodiff_matmul::<B, Cuda, Checkpointing, D>(x, &packed, &scales, meta) {
+            match autodiff_matmul::<B, Cuda, NoCheckpointing, D>(x, &packed, &scales, meta) {
                 Ok(y) => return y,
                 Err(x) => x,
             }
@@ -358,13 +348,10 @@ fn dequantize_tensor<B: Backend>(
 pub fn saves_packed_weight<B: Backend>() -> bool {
     let id = std::any::TypeId::of::<B>();
     #[cfg(feature = "cuda")]
-    if id == std::any::TypeId::of::<crate::backend::CudaTrain>()
-        || id == std::any::TypeId::of::<crate::backend::CudaTrainCheckpointed>()
-    {
+    if id == std::any::TypeId::of::<crate::backend::CudaTrain>() {
         return true;
     }
     id == std::any::TypeId::of::<crate::backend::CpuTrain>()
-        || id == std::any::TypeId::of::<crate::backend::CpuTrainCheckpointed>()
 }
 
 /// Moves a value to another type when both are the same type (a run-time check).
@@ -530,7 +517,6 @@ mod tests {
         let w = random(d_in * d_out, 7);
         let q = Q4Weight::<CpuTrain>::from_host("w", &w, d_in, d_out, bs, &dev);
         assert!(saves_packed_weight::<CpuTrain>() && !saves_packed_weight::<Cpu>());
-        assert!(saves_packed_weight::<crate::backend::CpuTrainCheckpointed>());
         let x0 = Tensor::<CpuTrain, 3>::random([2, 3, d_in], Distribution::Default, &dev);
 
         let x = x0.clone().detach().require_grad();

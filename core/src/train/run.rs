@@ -45,9 +45,9 @@ pub struct RunConfig {
     /// Mixed precision: frozen weights and activations in bf16; what trains (LoRA, fully
     /// trained parts) keeps f32 weights and optimizer state.
     pub bf16: bool,
-    /// burn's activation checkpointing ([`crate::backend::Checkpointing`]): less activation
-    /// memory, some recomputation in the backward pass. Needs the run on a checkpointing
-    /// backend (`CpuTrainCheckpointed`, `CudaTrainCheckpointed`).
+    /// Layer-level activation checkpointing ([`crate::nn::recompute`]): each decoder layer
+    /// keeps only its input and reruns in the backward pass, as HF's
+    /// `gradient_checkpointing` does.
     pub gradient_checkpointing: bool,
     #[serde(flatten)]
     pub optimizer: OptimizerConfig,
@@ -175,11 +175,6 @@ impl Metrics {
     }
 }
 
-/// Whether `B` is an autodiff backend with [`crate::backend::Checkpointing`].
-pub fn is_checkpointing<B: AutodiffBackend>() -> bool {
-    std::any::type_name::<B>().contains("BalancedCheckpointing")
-}
-
 /// Runs training of `family` on backend `B`.
 pub fn run<B: AutodiffBackend, F: FamilyModel>(
     family: &F,
@@ -193,16 +188,6 @@ where
     let started = Instant::now();
     let cfg = req.config;
     req.strategy.validate()?;
-    if cfg.gradient_checkpointing != is_checkpointing::<B>() {
-        return Err(Error::Unsupported(if cfg.gradient_checkpointing {
-            "gradient checkpointing is not wired into `lmms train` yet (its entry point, \
-             DynFamily::train, runs the plain autodiff backend); `lmms bench \
-             --gradient-checkpointing` measures it"
-                .into()
-        } else {
-            "a checkpointing backend was picked but gradient_checkpointing is off".into()
-        }));
-    }
     if let PartStrategy::Qlora(q) = req.strategy.part(Part::Llm) {
         tracing::info!(
             "QLoRA: the LLM's frozen linear weights are held in 4 bits (blocks of {})",
@@ -304,7 +289,8 @@ where
         schedule,
         accum,
         device.clone(),
-    );
+    )
+    .with_gradient_checkpointing(cfg.gradient_checkpointing);
     if let Some(dir) = &resume_dir {
         trainer.load_optimizer(dir)?;
         trainer.set_steps(state.step);
@@ -562,14 +548,4 @@ pub fn write_loss_plot(path: &Path, train: &[(u64, f64)], eval: &[(u64, f64)]) -
         eval = line(eval, "#ff7f0e"),
     );
     crate::fs::write_atomic(path, svg.as_bytes())
-}
-
-#[cfg(test)]
-mod checkpointing_tests {
-    #[test]
-    fn tells_checkpointing_backends_apart() {
-        use crate::backend::{CpuTrain, CpuTrainCheckpointed};
-        assert!(!super::is_checkpointing::<CpuTrain>());
-        assert!(super::is_checkpointing::<CpuTrainCheckpointed>());
-    }
 }

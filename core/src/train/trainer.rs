@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::llm::loss::causal_lm_loss;
 use crate::nn::plan::LoraEntry;
+use crate::nn::recompute::Recompute;
 use crate::runtime::{FamilyModel, ModelInfo};
 use crate::strategy::{Part, TrainStrategy};
 use crate::train::optimizer::{GroupedAdamW, OptimizerConfig, ParamGroup};
@@ -102,6 +103,8 @@ where
     micro: usize,
     loss_sum: f64,
     tokens: usize,
+    /// Layer-level activation checkpointing ([`crate::nn::recompute`]).
+    checkpointing: bool,
 }
 
 impl<'a, B: AutodiffBackend, F: FamilyModel> Trainer<'a, B, F>
@@ -133,7 +136,16 @@ where
             micro: 0,
             loss_sum: 0.0,
             tokens: 0,
+            checkpointing: false,
         }
+    }
+
+    /// Keeps only each decoder layer's input in the forward and reruns the layers in the
+    /// backward (HF's `gradient_checkpointing`): less activation memory for about one more
+    /// forward of the layers.
+    pub fn with_gradient_checkpointing(mut self, on: bool) -> Self {
+        self.checkpointing = on;
+        self
     }
 
     pub fn model(&self) -> &F::Model<B> {
@@ -221,7 +233,25 @@ where
     }
 
     fn accumulate(&mut self, model: &F::Model<B>, inputs: &F::Inputs) -> Result<()> {
+        let recording = self.checkpointing.then(Recompute::<B>::begin);
         let (loss, n) = self.loss(model, inputs)?;
+        if let Some(r) = &recording
+            && self.step == 0
+            && self.micro == 0
+        {
+            if r.is_empty() {
+                tracing::warn!(
+                    "gradient checkpointing: this family's layers do not run through \
+                     nn::recompute::Stack, so nothing is checkpointed"
+                );
+            } else {
+                tracing::info!(
+                    "gradient checkpointing: {} layers keep only their inputs and rerun in the \
+                     backward pass",
+                    r.len()
+                );
+            }
+        }
         let value: f64 = loss.clone().into_scalar().elem();
         if !value.is_finite() {
             return Err(Error::Unsupported(format!(
@@ -231,8 +261,12 @@ where
         }
         // HF scales the loss of each micro-batch by 1 / gradient_accumulation_steps.
         let grads = (loss / self.grad_accum as f64).backward();
-        let grads = GradientsParams::from_grads(grads, model);
-        self.accum.accumulate(model, grads);
+        let accum = &mut self.accum;
+        let mut sink = |grads| accum.accumulate(model, GradientsParams::from_grads(grads, model));
+        match recording {
+            Some(recording) => recording.backward(grads, sink)?,
+            None => sink(grads),
+        }
         self.loss_sum += value;
         self.tokens += n;
         Ok(())

@@ -5,6 +5,7 @@
 //! `post_layernorm`.
 
 use crate::error::Result;
+use crate::nn::recompute::Stack;
 use crate::nn::{Attention, AttentionConfig, AttentionMask, LayerNorm, Mlp, PartPlan};
 use crate::vision::config::{VisionConfig, VisionKind};
 use crate::weights::Vars;
@@ -210,11 +211,14 @@ impl<B: Backend> VisionTransformer<B> {
         if let Some(norm) = &self.pre_layrnorm {
             x = norm.forward(x);
         }
-        let mask = AttentionMask::none();
-        let mut states = vec![x.clone()];
+        // Checkpointed like the LLM's layers while the tower trains.
+        let mut stack = Stack::unless_frozen(x, self);
+        let mut states = vec![stack.hidden()];
         for layer in self.layers.iter().take(deepest) {
-            x = layer.forward(x, &mask);
-            states.push(x.clone());
+            stack.layer(layer, Vec::new(), |layer, x, _| {
+                layer.forward(x, &AttentionMask::none())
+            });
+            states.push(stack.hidden());
         }
         idx.iter().map(|&i| states[i].clone()).collect()
     }
