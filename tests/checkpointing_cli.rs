@@ -2,8 +2,8 @@
 //! same run as without it — the same loss and gradient norm at every step and the same adapter
 //! — with LoRA dropout on (the reruns must draw the masks of the first forward), the projector
 //! training (its gradient comes out of the bottom of the layer stack), full fine-tuning of the
-//! LLM (embeddings and tied heads get gradients from two passes), and a trained vision tower
-//! (a second checkpointed stack under the LLM's).
+//! LLM (embeddings and tied heads get gradients from two passes), QLoRA (its custom autodiff
+//! matmul), and a trained vision tower (a second checkpointed stack under the LLM's).
 
 use assert_cmd::Command;
 use std::path::Path;
@@ -156,4 +156,11 @@ fn qwen2_vl_vision_tower_full() {
     let mut args = LORA.to_vec();
     args.extend(["--train-vision-encoder", "true"]);
     same_run("tiny-qwen2-vl", "llava_dataset.json", &args);
+}
+
+#[test]
+fn llava_qlora() {
+    let mut args = LORA.to_vec();
+    args.push("--q-lora");
+    same_run("tiny-llava", "llava_dataset.json", &args);
 }
