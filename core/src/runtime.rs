@@ -446,6 +446,28 @@ pub trait DynFamily: Send + Sync + std::fmt::Debug {
     ) -> Result<TrainReport>;
 }
 
+/// Runs `$body` with `B` the backend `--device` picks (`$cpu` on the CPU, `$cuda` on a CUDA
+/// device, which needs the `cuda` feature) and `$dev` that device.
+macro_rules! on_device {
+    ($device:expr, $cpu:ty, $cuda:ty, |$dev:ident| $body:expr) => {
+        match $device {
+            DeviceSpec::Cpu => {
+                type B = $cpu;
+                let $dev = burn::tensor::Device::<B>::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(n) => {
+                type B = $cuda;
+                let $dev = burn::backend::cuda::CudaDevice::new(n);
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(_) => Err(no_cuda()),
+        }
+    };
+}
+
 impl<F: FamilyModel> DynFamily for F
 where
     F::Model<crate::backend::CpuTrain>: AutodiffModule<crate::backend::CpuTrain>,
@@ -501,27 +523,9 @@ where
         options: &CollateOptions,
         device: DeviceSpec,
     ) -> Result<EvalReport> {
-        match device {
-            DeviceSpec::Cpu => eval_on::<crate::backend::Cpu, F>(
-                self,
-                model_dir,
-                adapter,
-                samples,
-                options,
-                &Default::default(),
-            ),
-            #[cfg(feature = "cuda")]
-            DeviceSpec::Cuda(n) => eval_on::<crate::backend::Cuda, F>(
-                self,
-                model_dir,
-                adapter,
-                samples,
-                options,
-                &burn::backend::cuda::CudaDevice::new(n),
-            ),
-            #[cfg(not(feature = "cuda"))]
-            DeviceSpec::Cuda(_) => Err(no_cuda()),
-        }
+        on_device!(device, crate::backend::Cpu, crate::backend::Cuda, |dev| {
+            eval_on::<B, F>(self, model_dir, adapter, samples, options, &dev)
+        })
     }
 
     fn generator<'a>(
@@ -531,36 +535,9 @@ where
         options: &CollateOptions,
         device: DeviceSpec,
     ) -> Result<Box<dyn Generator + 'a>> {
-        fn on<'a, B: Backend, F: FamilyModel>(
-            family: &'a F,
-            model_dir: &ModelDir,
-            adapter: Option<&Path>,
-            options: &CollateOptions,
-            device: B::Device,
-        ) -> Result<Box<dyn Generator + 'a>> {
-            let model = inference_model::<B, F>(family, model_dir, adapter, &device)?;
-            Ok(Box::new(crate::decode::FamilyGenerator {
-                family,
-                model,
-                collator: family.collator(model_dir, options)?,
-                device,
-            }))
-        }
-        match device {
-            DeviceSpec::Cpu => {
-                on::<crate::backend::Cpu, F>(self, model_dir, adapter, options, Default::default())
-            }
-            #[cfg(feature = "cuda")]
-            DeviceSpec::Cuda(n) => on::<crate::backend::Cuda, F>(
-                self,
-                model_dir,
-                adapter,
-                options,
-                burn::backend::cuda::CudaDevice::new(n),
-            ),
-            #[cfg(not(feature = "cuda"))]
-            DeviceSpec::Cuda(_) => Err(no_cuda()),
-        }
+        on_device!(device, crate::backend::Cpu, crate::backend::Cuda, |dev| {
+            generator_on::<B, F>(self, model_dir, adapter, options, dev)
+        })
     }
 
     fn train(
@@ -569,40 +546,39 @@ where
         device: DeviceSpec,
         observer: &mut dyn TrainObserver,
     ) -> Result<TrainReport> {
-        match device {
-            DeviceSpec::Cpu => crate::train::run::run::<crate::backend::CpuTrain, F>(
-                self,
-                request,
-                &Default::default(),
-                observer,
-            ),
-            #[cfg(feature = "cuda")]
-            DeviceSpec::Cuda(n) => crate::train::run::run::<crate::backend::CudaTrainOrCpu, F>(
-                self,
-                request,
-                &burn::backend::cuda::CudaDevice::new(n),
-                observer,
-            ),
-            #[cfg(not(feature = "cuda"))]
-            DeviceSpec::Cuda(_) => Err(no_cuda()),
-        }
+        on_device!(
+            device,
+            crate::backend::CpuTrain,
+            crate::backend::CudaTrainOrCpu,
+            |dev| crate::train::run::run::<B, F>(self, request, &dev, observer)
+        )
     }
 
     fn parity(&self, dir: &Path, device: DeviceSpec) -> Result<ParityReport> {
-        match device {
-            DeviceSpec::Cpu => {
-                crate::parity::run::<crate::backend::CpuTrain, F>(self, dir, &Default::default())
-            }
-            #[cfg(feature = "cuda")]
-            DeviceSpec::Cuda(n) => crate::parity::run::<crate::backend::CudaTrain, F>(
-                self,
-                dir,
-                &burn::backend::cuda::CudaDevice::new(n),
-            ),
-            #[cfg(not(feature = "cuda"))]
-            DeviceSpec::Cuda(_) => Err(no_cuda()),
-        }
+        on_device!(
+            device,
+            crate::backend::CpuTrain,
+            crate::backend::CudaTrainOrCpu,
+            |dev| crate::parity::run::<B, F>(self, dir, &dev)
+        )
     }
+}
+
+/// The model of `dir` (with a PEFT adapter when given) ready for generation on `device`.
+fn generator_on<'a, B: Backend, F: FamilyModel>(
+    family: &'a F,
+    model_dir: &ModelDir,
+    adapter: Option<&Path>,
+    options: &CollateOptions,
+    device: B::Device,
+) -> Result<Box<dyn Generator + 'a>> {
+    let model = inference_model::<B, F>(family, model_dir, adapter, &device)?;
+    Ok(Box::new(crate::decode::FamilyGenerator {
+        family,
+        model,
+        collator: family.collator(model_dir, options)?,
+        device,
+    }))
 }
 
 #[cfg(not(feature = "cuda"))]
